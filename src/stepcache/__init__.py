@@ -1,0 +1,80 @@
+"""stepcache: cache the steps of compile pipelines across runs, processes and machines.
+
+>>> import stepcache as sc
+>>> store = sc.open_store("memory://")
+>>> parse = sc.CachedStep(sc.step(str.split), store)
+>>> parse("a b c")
+['a', 'b', 'c']
+>>> parse("a b c"), store.stats().hits
+(['a', 'b', 'c'], 1)
+
+See the README and ``docs/`` for the design, the on-disk format and the CLI.
+"""
+
+from __future__ import annotations
+
+from stepcache.cached import CachedStep, MissReport
+from stepcache.codec import EntryHeader
+from stepcache.errors import (
+    CompilerError,
+    InvalidKeyError,
+    LockTimeoutError,
+    ReadOnlyStoreError,
+    StepCacheError,
+    StoreUnavailableError,
+    UnfingerprintableError,
+)
+from stepcache.fingerprint import field, fingerprint, register_fingerprint
+from stepcache.step import Chain, FunctionStep, NamedSteps, Step, StepBase, chain, step
+from stepcache.stores._stats import MissRecord, Stats, StepStats
+from stepcache.stores.base import Store, validate_key
+from stepcache.stores.memory import MemoryStore
+from stepcache.stores.registry import open_store, reset_registry
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "CachedStep",
+    "Chain",
+    "CompilerError",
+    "EntryHeader",
+    "FunctionStep",
+    "InvalidKeyError",
+    "LockTimeoutError",
+    "MemoryStore",
+    "MissRecord",
+    "MissReport",
+    "NamedSteps",
+    "ReadOnlyStoreError",
+    "Stats",
+    "Step",
+    "StepBase",
+    "StepCacheError",
+    "StepStats",
+    "Store",
+    "StoreUnavailableError",
+    "UnfingerprintableError",
+    "__version__",
+    "chain",
+    "field",
+    "fingerprint",
+    "open_store",
+    "register_fingerprint",
+    "reset_registry",
+    "step",
+    "validate_key",
+]
+
+
+def __getattr__(name: str) -> object:
+    # Backends with heavier imports load on first use, keeping `import stepcache` light.
+    lazy = {
+        "DirectoryStore": "stepcache.stores.directory",
+        "RedisStore": "stepcache.stores.redis",
+        "TieredStore": "stepcache.stores.tiered",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(lazy[name]), name)
+    raise AttributeError(f"module 'stepcache' has no attribute {name!r}")

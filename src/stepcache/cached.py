@@ -1,0 +1,216 @@
+"""CachedStep: a step whose results are kept in a store, keyed so they never go stale.
+
+The key of a call covers the wrapped step's identity *and every setting*
+(its dataclass fields), the ``version`` string and the input. Replacing a
+setting of the inner step therefore changes the key; it can never return a
+result computed under the old setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
+from typing import Any
+
+import xxhash
+
+from stepcache.fingerprint import diff_manifests, fingerprint, manifest
+from stepcache.step import FunctionStep, StepBase
+from stepcache.stores.base import Store
+
+__all__ = ["CachedStep", "MissReport", "default_label"]
+
+log = logging.getLogger("stepcache")
+_KEY_VERSION = "stepcache.CachedStep/1"
+
+
+def default_label(inp: Any) -> str:
+    """The input's ``name`` attribute if it is a string, else ``""``."""
+    name = getattr(inp, "name", None)
+    return name if isinstance(name, str) else ""
+
+
+def step_name(step: Any) -> str:
+    """A readable name for a step: a wrapped function's or the class's qualified name."""
+    if isinstance(step, FunctionStep):
+        return step.name
+    return type(step).__qualname__
+
+
+@dataclasses.dataclass(frozen=True)
+class MissReport:
+    """Why an input misses: the nearest stored entry of the same step and what differs.
+
+    ``differences`` are paths such as ``step.opt_level``, ``input.body[3].op``
+    or ``version``; empty on a hit.
+    """
+
+    hit: bool
+    key: str
+    step: str
+    label: str
+    nearest_key: str | None = None
+    differences: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """One line: the top reason for the miss."""
+        if self.hit:
+            return "hit"
+        if self.nearest_key is None:
+            return f"no stored entry of step {self.step!r}"
+        shown = ", ".join(self.differences[:5]) or "identical manifest (key function differs)"
+        more = f" (+{len(self.differences) - 5} more)" if len(self.differences) > 5 else ""
+        return f"differs from {self.nearest_key[:12]} in {shown}{more}"
+
+
+class _EntryInfo(Mapping[str, Any]):
+    """Entry info whose manifest is computed only when the entry is written."""
+
+    def __init__(self, cached: CachedStep, inp: Any, label: str) -> None:
+        self._cached, self._inp = cached, inp
+        self._eager = {"step": cached.name, "label": label}
+        self._all: dict[str, Any] | None = None
+
+    def _full(self) -> dict[str, Any]:
+        if self._all is None:
+            self._all = {**self._eager, "manifest": self._cached.manifest_for(self._inp)}
+        return self._all
+
+    def __getitem__(self, name: str) -> Any:
+        return self._eager[name] if name in self._eager else self._full()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._full())
+
+    def __len__(self) -> int:
+        return len(self._full())
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedStep(StepBase):
+    """Wrap ``step`` so its results are kept in ``store``.
+
+    ``replace(**changes)`` replaces this wrapper's own fields and forwards
+    every other name to the wrapped step's ``replace``, so settings meant for
+    the inner step work through the cache (and change its key).
+
+    >>> import dataclasses, stepcache as sc
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Translate(sc.StepBase):
+    ...     enable_itir_transforms: bool = True
+    ...     def __call__(self, program: str) -> str:
+    ...         return program.upper() if self.enable_itir_transforms else program
+    >>> cached = sc.CachedStep(Translate(), sc.MemoryStore())
+    >>> cached("lap")
+    'LAP'
+    >>> off = cached.replace(enable_itir_transforms=False)
+    >>> off("lap"), off.key_for("lap") != cached.key_for("lap")
+    ('lap', True)
+    """
+
+    step: Callable[[Any], Any]
+    store: Store
+    version: str = ""
+    key: Callable[[Any], str] = fingerprint
+    label: Callable[[Any], str] | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not callable(self.step):
+            raise TypeError(f"CachedStep needs a callable step, got {type(self.step).__name__}")
+        if not isinstance(self.store, Store):
+            raise TypeError(
+                f"CachedStep needs a stepcache Store, got {type(self.store).__name__}; "
+                "use stepcache.open_store(...)"
+            )
+
+    @property
+    def name(self) -> str:
+        """The wrapped step's name, recorded in every entry it writes."""
+        return step_name(self.step)
+
+    @cached_property
+    def _salt(self) -> bytes:
+        # Computed once per CachedStep: the step's configuration does not change
+        # (frozen), so only the input is fingerprinted per call.
+        return bytes.fromhex(fingerprint(self._identity()))
+
+    def _identity(self) -> tuple[Any, ...]:
+        return (_KEY_VERSION, self.step, self.version)
+
+    def __stepcache_fingerprint__(self) -> tuple[Any, ...]:
+        return self._identity()
+
+    def key_for(self, inp: Any) -> str:
+        """The store key for ``inp``: 32 hex characters."""
+        return xxhash.xxh3_128_hexdigest(self._salt + self.key(inp).encode())
+
+    def label_for(self, inp: Any) -> str:
+        """The human-readable label recorded with the entry for ``inp``."""
+        return (self.label or default_label)(inp)
+
+    def manifest_for(self, inp: Any) -> dict[str, str]:
+        """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
+        out = {"version": fingerprint(self.version)[:16]}
+        for prefix, value, depth in (("step", self.step, 2), ("input", inp, 3)):
+            parts = manifest(value, depth=depth)
+            if not parts:
+                out[prefix] = fingerprint(value)[:16]
+            for path, digest in parts.items():
+                out[f"{prefix}{'' if path.startswith('[') else '.'}{path}"] = digest
+        return out
+
+    def __call__(self, inp: Any, /) -> Any:
+        key = self.key_for(inp)
+        info = _EntryInfo(self, inp, self.label_for(inp))
+        return self.store.get_or_compute(
+            key, lambda: self.step(inp), timeout=self.timeout, info=info
+        )
+
+    def explain(self, inp: Any) -> MissReport:
+        """Say whether ``inp`` hits and, if not, which parts differ from the nearest entry.
+
+        The nearest entry is the stored entry of the same step (preferring the
+        same label) whose manifest differs in the fewest paths.
+        """
+        key, label = self.key_for(inp), self.label_for(inp)
+        if key in self.store:
+            return MissReport(True, key, self.name, label)
+        mine = self.manifest_for(inp)
+        best: tuple[tuple[int, int], str, list[str]] | None = None
+        for header in self.store.headers():
+            if header.step != self.name or not isinstance(header.info.get("manifest"), dict):
+                continue
+            diff = diff_manifests(header.info["manifest"], mine)
+            rank = (int(header.label != label), len(diff))
+            if best is None or rank < best[0]:
+                best = (rank, header.key, diff)
+        if best is None:
+            return MissReport(False, key, self.name, label)
+        return MissReport(False, key, self.name, label, best[1], tuple(best[2]))
+
+    def replace(self, **changes: Any) -> CachedStep:
+        """Replace own fields; forward every other name to the wrapped step's ``replace``."""
+        own_names = {f.name for f in dataclasses.fields(self)}
+        own = {k: v for k, v in changes.items() if k in own_names}
+        inner = {k: v for k, v in changes.items() if k not in own_names}
+        if inner:
+            replace = getattr(self.step, "replace", None)
+            if replace is None:
+                raise TypeError(
+                    f"CachedStep.replace() got {', '.join(map(repr, sorted(inner)))}, which is not "
+                    f"a CachedStep field ({', '.join(sorted(own_names))}) and the wrapped "
+                    f"{type(self.step).__name__} has no replace()"
+                )
+            try:
+                own["step"] = replace(**inner)
+            except TypeError as exc:
+                raise TypeError(
+                    f"CachedStep.replace() could not apply {', '.join(map(repr, sorted(inner)))}: "
+                    f"not a CachedStep field ({', '.join(sorted(own_names))}), and the wrapped "
+                    f"{type(self.step).__name__} refused it: {exc}"
+                ) from exc
+        return dataclasses.replace(self, **own)

@@ -1,0 +1,219 @@
+"""The entry format every store shares: header, checksum, optional HMAC, payload.
+
+An entry is one ``bytes`` blob, the same on disk and in Redis::
+
+    offset  size  field
+    0       4     magic b"\\x93SCE"
+    4       1     format version (1)
+    5       1     flags (bit 0: signed)
+    6       1     codec id (0 pickle, 1 raw bytes, 2 safe JSON)
+    7       1     key length K
+    8       4     info length I  (UTF-8 JSON: step, label, manifest, ...)
+    12      8     payload length P
+    20      8     created (float seconds since the epoch)
+    28      8     xxh3-64 checksum of everything after the prefix
+    36      K     key (ASCII hex)
+    36+K    I     info JSON
+    ...     32    HMAC-SHA256 of all bytes before it and the payload (signed only)
+    ...     P     payload
+
+Readers verify length, key, checksum and (when a secret is set) the HMAC
+*before* decoding the payload; anything that does not verify raises
+:class:`CorruptEntry`, which stores turn into a counted miss. The info JSON is
+plain text, so labels and step names are readable (and greppable) without
+unpickling anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import pickle
+import struct
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+
+import xxhash
+
+__all__ = [
+    "CODECS",
+    "CorruptEntry",
+    "EntryHeader",
+    "decode_value",
+    "pack_entry",
+    "read_header",
+    "unpack_entry",
+]
+
+MAGIC: Final = b"\x93SCE"
+FORMAT_VERSION: Final = 1
+_PREFIX = struct.Struct("<4sBBBBIQdQ")
+PREFIX_SIZE: Final = _PREFIX.size  # 36
+_SIG_SIZE: Final = 32
+_FLAG_SIGNED: Final = 1
+
+PICKLE, RAW, SAFE = 0, 1, 2
+CODECS: Final[Mapping[str, int]] = {"pickle": PICKLE, "raw": RAW, "safe": SAFE}
+_CODEC_NAMES: Final = {v: k for k, v in CODECS.items()}
+_checksum = xxhash.xxh3_64_intdigest
+
+
+class CorruptEntry(Exception):
+    """An entry failed verification; ``reason`` says which check."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryHeader:
+    """What an entry says about itself, readable without decoding its payload."""
+
+    key: str
+    codec: str
+    created: float
+    payload_bytes: int
+    total_bytes: int
+    signed: bool
+    info: Mapping[str, Any]
+
+    @property
+    def step(self) -> str:
+        """Name of the step that produced the entry ("" if not from a step)."""
+        return str(self.info.get("step", ""))
+
+    @property
+    def label(self) -> str:
+        """Human-readable label of the input (program name), or ""."""
+        return str(self.info.get("label", ""))
+
+
+def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
+    """Serialise ``value``: bytes are stored raw; otherwise the store's codec."""
+    if type(value) is bytes:
+        return RAW, value
+    if codec == "pickle":
+        return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    if codec == "safe":
+        try:
+            return SAFE, json.dumps(value, separators=(",", ":"), allow_nan=True).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"the 'safe' codec stores bytes and JSON-like values only, not "
+                f"{type(value).__name__}; open the store with codec='pickle' to store it"
+            ) from exc
+    raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+
+
+def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bool = True) -> Any:
+    """Deserialise a verified payload; ``allow_pickle=False`` refuses pickles."""
+    if codec_id == RAW:
+        return bytes(payload)
+    if codec_id == SAFE:
+        return json.loads(bytes(payload))
+    if codec_id == PICKLE:
+        if not allow_pickle:
+            raise CorruptEntry("pickled entry in a store that only accepts the safe codec")
+        return pickle.loads(payload)
+    raise CorruptEntry(f"unknown codec id {codec_id}")
+
+
+def _sign(secret: bytes, blob: bytes | bytearray | memoryview, sig_at: int) -> bytes:
+    # The MAC covers every byte but the checksum (which is computed over the
+    # MAC itself) and the MAC's own slot.
+    view = memoryview(blob)
+    mac = hmac.new(secret, view[: PREFIX_SIZE - 8], hashlib.sha256)
+    mac.update(view[PREFIX_SIZE:sig_at])
+    mac.update(view[sig_at + _SIG_SIZE :])
+    return mac.digest()
+
+
+def pack_entry(
+    key: str,
+    value: Any,
+    *,
+    codec: str = "pickle",
+    info: Mapping[str, Any] | None = None,
+    secret: bytes | None = None,
+    created: float | None = None,
+) -> bytes:
+    """Return the entry blob for ``value`` under ``key``."""
+    codec_id, payload = encode_value(value, codec)
+    kb = key.encode("ascii")
+    ib = json.dumps(dict(info or {}), separators=(",", ":"), sort_keys=True).encode()
+    sig = b"\0" * _SIG_SIZE if secret else b""
+    body = b"".join((kb, ib, sig, payload))
+    flags = _FLAG_SIGNED if secret else 0
+    stamp = time.time() if created is None else created
+    fields = (MAGIC, FORMAT_VERSION, flags, codec_id, len(kb), len(ib), len(payload), stamp)
+    blob = bytearray(_PREFIX.pack(*fields, 0) + body)
+    if secret:
+        sig_at = PREFIX_SIZE + len(kb) + len(ib)
+        blob[sig_at : sig_at + _SIG_SIZE] = _sign(secret, blob, sig_at)
+    struct.pack_into("<Q", blob, PREFIX_SIZE - 8, _checksum(memoryview(blob)[PREFIX_SIZE:]))
+    return bytes(blob)
+
+
+def _parse_prefix(blob: bytes | memoryview) -> tuple[int, int, int, int, int, float, int]:
+    if len(blob) < PREFIX_SIZE:
+        raise CorruptEntry(f"truncated: {len(blob)} bytes, shorter than the header")
+    magic, version, flags, codec_id, klen, ilen, plen, created, checksum = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        raise CorruptEntry("foreign file: bad magic")
+    if version != FORMAT_VERSION:
+        raise CorruptEntry(f"entry format {version}, this stepcache reads {FORMAT_VERSION}")
+    return flags, codec_id, klen, ilen, plen, created, checksum
+
+
+def read_header(blob: bytes | memoryview, *, key: str | None = None) -> EntryHeader:
+    """Parse the header (and info) of an entry; the blob may end after the info."""
+    flags, codec_id, klen, ilen, plen, created, _ = _parse_prefix(blob)
+    end = PREFIX_SIZE + klen + ilen
+    if len(blob) < end:
+        raise CorruptEntry("truncated header")
+    entry_key = bytes(blob[PREFIX_SIZE : PREFIX_SIZE + klen]).decode("ascii", "replace")
+    if key is not None and entry_key != key:
+        raise CorruptEntry(f"entry is for key {entry_key!r}, not {key!r}")
+    try:
+        info = json.loads(bytes(blob[PREFIX_SIZE + klen : end]))
+    except ValueError as exc:
+        raise CorruptEntry(f"unreadable info: {exc}") from None
+    if not isinstance(info, dict):
+        raise CorruptEntry("info is not an object")
+    signed = bool(flags & _FLAG_SIGNED)
+    total = end + (_SIG_SIZE if signed else 0) + plen
+    name = _CODEC_NAMES.get(codec_id, f"unknown-{codec_id}")
+    return EntryHeader(entry_key, name, created, plen, total, signed, info)
+
+
+def unpack_entry(
+    blob: bytes | memoryview,
+    key: str,
+    *,
+    secret: bytes | None = None,
+    allow_pickle: bool = True,
+) -> Any:
+    """Verify an entry and return its value; raise :class:`CorruptEntry` if it does not verify."""
+    flags, codec_id, klen, ilen, plen, _, checksum = _parse_prefix(blob)
+    signed = flags & _FLAG_SIGNED
+    start = PREFIX_SIZE + klen + ilen + (_SIG_SIZE if signed else 0)
+    if len(blob) != start + plen:
+        raise CorruptEntry(f"length {len(blob)} != {start + plen} recorded in the header")
+    view = memoryview(blob)
+    if view[PREFIX_SIZE : PREFIX_SIZE + klen] != key.encode("ascii"):
+        raise CorruptEntry("entry belongs to another key")
+    if _checksum(view[PREFIX_SIZE:]) != checksum:
+        raise CorruptEntry("checksum mismatch")
+    if secret is not None:
+        if not signed:
+            raise CorruptEntry("unsigned entry in a store that requires signatures")
+        sig_at = start - _SIG_SIZE
+        expected = _sign(secret, view, sig_at)
+        if not hmac.compare_digest(expected, bytes(view[sig_at:start])):
+            raise CorruptEntry("signature mismatch")
+    try:
+        return decode_value(codec_id, view[start:], allow_pickle=allow_pickle)
+    except CorruptEntry:
+        raise
+    except Exception as exc:  # a payload that passed the checksum can still fail to load
+        raise CorruptEntry(f"payload does not decode: {type(exc).__name__}: {exc}") from None

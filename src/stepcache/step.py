@@ -1,0 +1,172 @@
+"""Steps: the unit of work a pipeline is made of, and ways to compose them.
+
+A step is any callable taking one input and returning one output. Steps that
+carry settings are frozen dataclasses, so their settings are part of their
+identity (and of every cache key derived from them) and ``replace()`` makes a
+variant::
+
+    >>> import dataclasses, stepcache as sc
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Scale(sc.StepBase):
+    ...     factor: int = 2
+    ...     def __call__(self, inp: int) -> int:
+    ...         return inp * self.factor
+    >>> Scale().replace(factor=3)(2)
+    6
+    >>> sc.chain(Scale(), sc.step(str))(21)
+    '42'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+__all__ = ["Chain", "FunctionStep", "NamedSteps", "Step", "StepBase", "chain", "step"]
+
+_T = TypeVar("_T")
+_S = TypeVar("_S", bound="StepBase")
+
+
+@runtime_checkable
+class Step(Protocol):
+    """What a pipeline stage is: ``step(inp) -> out``.
+
+    A step may also offer ``replace(**changes)`` returning a variant with
+    some settings changed; :class:`StepBase` provides it for dataclasses.
+
+    >>> import stepcache as sc
+    >>> isinstance(sc.step(len), sc.Step)
+    True
+    """
+
+    def __call__(self, inp: Any, /) -> Any: ...
+
+
+def _setting_names(obj: object) -> list[str]:
+    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+
+
+class StepBase:
+    """Mixin for dataclass steps: ``replace()`` and ``chain()``.
+
+    Subclasses are ``@dataclasses.dataclass(frozen=True)`` classes whose fields
+    are the step's settings.
+
+    >>> import dataclasses, stepcache as sc
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Add(sc.StepBase):
+    ...     n: int = 1
+    ...     def __call__(self, inp: int) -> int:
+    ...         return inp + self.n
+    >>> Add().chain(Add(n=10))(0)
+    11
+    """
+
+    def replace(self: _S, **changes: Any) -> _S:
+        """Return a copy with the named settings changed.
+
+        Raises :class:`TypeError` naming the unknown settings and the known ones.
+        """
+        known = _setting_names(self)
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__}.replace() got unknown setting(s) "
+                f"{', '.join(map(repr, unknown))}; its settings are: {', '.join(known) or 'none'}"
+            )
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def chain(self, *others: Callable[[Any], Any]) -> Chain:
+        """Return a step that runs this step, then each of ``others`` in turn."""
+        return chain(self, *others)
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionStep(StepBase):
+    """A plain function used as a step; made by :func:`step`.
+
+    Its identity (and so its cache key) is the function's module and
+    qualified name.
+    """
+
+    fn: Callable[[Any], Any]
+
+    def __call__(self, inp: Any, /) -> Any:
+        return self.fn(inp)
+
+    @property
+    def name(self) -> str:
+        """The wrapped function's qualified name."""
+        return getattr(self.fn, "__qualname__", type(self.fn).__name__)
+
+
+def step(fn: Callable[[Any], Any]) -> FunctionStep:
+    """Wrap a one-argument function as a :class:`Step`; usable as a decorator.
+
+    >>> import stepcache as sc
+    >>> @sc.step
+    ... def double(x: int) -> int:
+    ...     return 2 * x
+    >>> double(4)
+    8
+    """
+    if not callable(fn):
+        raise TypeError(f"step() needs a callable, got {type(fn).__name__}")
+    return FunctionStep(fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain(StepBase):
+    """Steps run one after another, each output feeding the next; made by :func:`chain`."""
+
+    steps: tuple[Callable[[Any], Any], ...]
+
+    def __call__(self, inp: Any, /) -> Any:
+        for s in self.steps:
+            inp = s(inp)
+        return inp
+
+
+def chain(*steps: Callable[[Any], Any]) -> Chain:
+    """Compose steps left to right; nested chains are flattened.
+
+    >>> import stepcache as sc
+    >>> sc.chain(sc.step(abs), sc.step(str))(-3)
+    '3'
+    """
+    flat: list[Callable[[Any], Any]] = []
+    for s in steps:
+        if not callable(s):
+            raise TypeError(f"chain() needs callables, got {type(s).__name__}")
+        flat.extend(s.steps if isinstance(s, Chain) else (s,))
+    return Chain(tuple(flat))
+
+
+class NamedSteps(StepBase):
+    """A pipeline whose dataclass fields are its steps, run in declaration order.
+
+    Subclass it as a frozen dataclass; a field set to ``None`` is skipped.
+    Replace a stage (or a setting of a stage) with ``replace``, the pattern
+    compile pipelines use to make variants::
+
+        >>> import dataclasses, stepcache as sc
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Pipeline(sc.NamedSteps):
+        ...     parse: sc.Step = sc.step(int)
+        ...     render: sc.Step = sc.step(str)
+        >>> Pipeline()("0042")
+        '42'
+        >>> Pipeline().replace(render=sc.step(float))("7")
+        7.0
+    """
+
+    def __call__(self, inp: Any, /) -> Any:
+        if not dataclasses.is_dataclass(self):
+            raise TypeError(f"{type(self).__name__} must be a @dataclasses.dataclass")
+        for f in dataclasses.fields(self):
+            stage = getattr(self, f.name)
+            if stage is not None:
+                inp = stage(inp)
+        return inp

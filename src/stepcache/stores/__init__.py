@@ -1,0 +1,1 @@
+"""Store backends and the registry that opens them by spec."""

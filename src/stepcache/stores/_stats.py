@@ -1,0 +1,147 @@
+"""Counters a store keeps, and the :class:`Stats` value they add up to."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["Counters", "MissRecord", "Stats", "StepStats"]
+
+RECENT_MISSES = 50
+
+
+@dataclasses.dataclass(frozen=True)
+class StepStats:
+    """Hits, misses and writes of one step (by the step name in entries' info)."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+
+    def __add__(self, other: StepStats) -> StepStats:
+        return StepStats(
+            self.hits + other.hits, self.misses + other.misses, self.writes + other.writes
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class MissRecord:
+    """One miss: when, which step, which input label, and the key computed."""
+
+    time: float
+    step: str
+    label: str
+    key: str
+
+
+_COUNTS = ("hits", "misses", "writes", "errors", "evictions", "opens", "backfills", "remote_errors")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """What a store did and holds: the sum over every process that used it.
+
+    ``entries`` and ``bytes`` describe the store now; the counters are summed
+    over the processes that recorded them (``processes``).
+
+    >>> import stepcache as sc
+    >>> s = sc.MemoryStore()
+    >>> s.get_or_compute("00" * 16, lambda: 1)
+    1
+    >>> st = s.stats()
+    >>> (st.hits, st.misses, st.writes, st.entries)
+    (0, 1, 1, 1)
+    """
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    errors: int = 0
+    evictions: int = 0
+    entries: int = 0
+    bytes: int = 0
+    opens: int = 0
+    backfills: int = 0
+    remote_errors: int = 0
+    processes: int = 0
+    steps: Mapping[str, StepStats] = dataclasses.field(default_factory=dict)
+    recent_misses: tuple[MissRecord, ...] = ()
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits over lookups (0.0 when nothing was looked up)."""
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (used by ``stepcache stats --json``)."""
+        out = dataclasses.asdict(self)
+        out["hit_rate"] = round(self.hit_rate, 4)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Stats:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
+        counts = {k: int(data.get(k, 0)) for k in (*_COUNTS, "entries", "bytes", "processes")}
+        steps = {str(k): StepStats(**v) for k, v in dict(data.get("steps", {})).items()}
+        misses = tuple(MissRecord(**m) for m in data.get("recent_misses", ()))
+        return cls(**counts, steps=steps, recent_misses=misses)
+
+    @classmethod
+    def combine(cls, parts: Iterable[Stats], *, entries: int, nbytes: int) -> Stats:
+        """Sum counters of several processes; ``entries``/``bytes`` describe the store now."""
+        totals = dict.fromkeys((*_COUNTS, "processes"), 0)
+        steps: dict[str, StepStats] = {}
+        misses: list[MissRecord] = []
+        for part in parts:
+            for name in totals:
+                totals[name] += getattr(part, name)
+            for step, st in part.steps.items():
+                steps[step] = steps.get(step, StepStats()) + st
+            misses.extend(part.recent_misses)
+        misses.sort(key=lambda m: m.time)
+        return cls(
+            **totals,
+            entries=entries,
+            bytes=nbytes,
+            steps=steps,
+            recent_misses=tuple(misses[-RECENT_MISSES:]),
+        )
+
+
+class Counters:
+    """Thread-safe counters of one store instance in one process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(_COUNTS, 0)
+        self._steps: dict[str, list[int]] = {}
+        self._misses: deque[MissRecord] = deque(maxlen=RECENT_MISSES)
+        self.dirty = False
+
+    def add(self, name: str, n: int = 1, *, step: str | None = None) -> None:
+        """Add ``n`` to counter ``name`` and, for hits/misses/writes, to ``step``'s."""
+        with self._lock:
+            self._counts[name] += n
+            if step is not None and name in ("hits", "misses", "writes"):
+                per = self._steps.setdefault(step, [0, 0, 0])
+                per[("hits", "misses", "writes").index(name)] += n
+            self.dirty = True
+
+    def miss(self, step: str, label: str, key: str) -> None:
+        """Count a miss and remember it among the recent ones."""
+        self.add("misses", step=step)
+        with self._lock:
+            self._misses.append(MissRecord(time.time(), step, label, key))
+
+    def snapshot(self) -> Stats:
+        """The counters as a one-process :class:`Stats` (no entries/bytes)."""
+        with self._lock:
+            steps = {k: StepStats(*v) for k, v in self._steps.items()}
+            return Stats(
+                **self._counts, processes=1, steps=steps, recent_misses=tuple(self._misses)
+            )

@@ -1,0 +1,36 @@
+"""Shared fixtures: store factories that every backend joins, and registry hygiene."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import stepcache as sc
+
+BACKENDS = ["memory", "dir"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry() -> Iterator[None]:
+    sc.reset_registry()
+    yield
+    sc.reset_registry()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], sc.Store]:
+    """Returns a function opening the same backing store again (a new handle where possible)."""
+    kind = request.param
+    if kind == "memory":
+        spec = f"memory://{request.node.name}"
+        return lambda: sc.open_store(spec)
+    if kind == "dir":
+        root = tmp_path / "cache"
+
+        def open_dir() -> sc.Store:
+            return sc.DirectoryStore(root)  # type: ignore[attr-defined,no-any-return]
+
+        return open_dir
+    raise AssertionError(kind)
