@@ -25,6 +25,7 @@ from stepcache.errors import (
     UnfingerprintableError,
 )
 from stepcache.fingerprint import field, fingerprint, register_fingerprint
+from stepcache.identity import Toolchain, code_identity, toolchain
 from stepcache.step import Chain, FunctionStep, NamedSteps, Step, StepBase, chain, step
 from stepcache.stores._stats import MissRecord, Stats, StepStats
 from stepcache.stores.base import Store, validate_key
@@ -52,16 +53,19 @@ __all__ = [
     "StepCacheError",
     "StepStats",
     "Store",
+    "Toolchain",
     "StoreUnavailableError",
     "UnfingerprintableError",
     "__version__",
     "chain",
+    "code_identity",
     "field",
     "fingerprint",
     "open_store",
     "register_fingerprint",
     "reset_registry",
     "step",
+    "toolchain",
     "validate_key",
 ]
 

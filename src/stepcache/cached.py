@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
 import xxhash
 
+from stepcache.codec import EntryHeader
 from stepcache.fingerprint import diff_manifests, fingerprint, manifest
+from stepcache.identity import CodeIdentity, Toolchain, code_identity
 from stepcache.step import FunctionStep, StepBase
 from stepcache.stores.base import Store
 
-__all__ = ["CachedStep", "MissReport", "default_label"]
+__all__ = ["CachedStep", "MissReport", "compare_to_nearest", "default_label", "describe_change"]
 
 log = logging.getLogger("stepcache")
 _KEY_VERSION = "stepcache.CachedStep/1"
+_MANIFEST_FILES = 200  # per declared module: enough to name the edited file
 
 
 def default_label(inp: Any) -> str:
@@ -39,12 +42,25 @@ def step_name(step: Any) -> str:
     return type(step).__qualname__
 
 
+def describe_change(path: str, old: str | None, new: str | None) -> str:
+    """One readable line for a manifest path that differs between two entries."""
+    if path.startswith("code[") and ":" in path:
+        name, _, rel = path.partition(":")
+        what = "added" if old is None else "removed" if new is None else "changed"
+        return f"{name}: {rel} {what}"
+    if path.startswith("toolchain."):
+        return f"{path}: {old} -> {new}"
+    return path
+
+
 @dataclasses.dataclass(frozen=True)
 class MissReport:
     """Why an input misses: the nearest stored entry of the same step and what differs.
 
-    ``differences`` are paths such as ``step.opt_level``, ``input.body[3].op``
-    or ``version``; empty on a hit.
+    ``differences`` are manifest paths such as ``step.opt_level``,
+    ``input.body[3].op``, ``version``, ``code[mypkg.passes]:mypkg/passes.py``
+    or ``toolchain.env[CFLAGS]``; ``changes`` adds the recorded values
+    (digests, or readable values for toolchain parts). Both empty on a hit.
     """
 
     hit: bool
@@ -53,17 +69,55 @@ class MissReport:
     label: str
     nearest_key: str | None = None
     differences: tuple[str, ...] = ()
+    changes: tuple[tuple[str, str | None, str | None], ...] = ()
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """One line per difference, most specific first (code and toolchain named)."""
+        lines = [describe_change(*change) for change in self.changes]
+        code_files = {ln.partition(":")[0] for ln in lines if ln.startswith("code[") and ": " in ln}
+        # A changed file also changes its package digest; report the file only.
+        return tuple(ln for ln in lines if ln not in code_files)
 
     @property
     def reason(self) -> str:
-        """One line: the top reason for the miss."""
+        """One line: the top reasons for the miss."""
         if self.hit:
             return "hit"
         if self.nearest_key is None:
             return f"no stored entry of step {self.step!r}"
-        shown = ", ".join(self.differences[:5]) or "identical manifest (key function differs)"
-        more = f" (+{len(self.differences) - 5} more)" if len(self.differences) > 5 else ""
+        reasons = self.reasons
+        shown = "; ".join(reasons[:5]) or "identical manifest (key function differs)"
+        more = f" (+{len(reasons) - 5} more)" if len(reasons) > 5 else ""
         return f"differs from {self.nearest_key[:12]} in {shown}{more}"
+
+
+def compare_to_nearest(
+    headers: Iterable[EntryHeader],
+    key: str,
+    step: str,
+    label: str,
+    mine: Mapping[str, str],
+) -> MissReport:
+    """A :class:`MissReport` for ``key`` against the nearest of ``headers``.
+
+    Nearest: same step, preferring the same label, fewest differing paths.
+    Shared by :meth:`CachedStep.explain` and ``stepcache explain``.
+    """
+    best: tuple[tuple[int, int], str, Mapping[str, str], list[str]] | None = None
+    for header in headers:
+        theirs = header.info.get("manifest")
+        if header.key == key or header.step != step or not isinstance(theirs, dict):
+            continue
+        diff = diff_manifests(theirs, mine)
+        rank = (int(header.label != label), len(diff))
+        if best is None or rank < best[0]:
+            best = (rank, header.key, theirs, diff)
+    if best is None:
+        return MissReport(False, key, step, label)
+    _, nearest, old, diff = best
+    changes = tuple((p, old.get(p), mine.get(p)) for p in diff)
+    return MissReport(False, key, step, label, nearest, tuple(diff), changes)
 
 
 class _EntryInfo(Mapping[str, Any]):
@@ -115,10 +169,15 @@ class CachedStep(StepBase):
     store: Store
     version: str = ""
     key: Callable[[Any], str] = fingerprint
+    code: tuple[str, ...] = ()
+    toolchain: Toolchain | None = None
     label: Callable[[Any], str] | None = None
     timeout: float | None = None
 
     def __post_init__(self) -> None:
+        code: object = self.code
+        if isinstance(code, str):  # a single module name is a common slip
+            object.__setattr__(self, "code", (code,))
         if not callable(self.step):
             raise TypeError(f"CachedStep needs a callable step, got {type(self.step).__name__}")
         if not isinstance(self.store, Store):
@@ -138,8 +197,13 @@ class CachedStep(StepBase):
         # (frozen), so only the input is fingerprinted per call.
         return bytes.fromhex(fingerprint(self._identity()))
 
+    @cached_property
+    def code_identities(self) -> tuple[CodeIdentity, ...]:
+        """Identity of each module named in ``code`` (computed once per instance)."""
+        return tuple(code_identity(name) for name in self.code)
+
     def _identity(self) -> tuple[Any, ...]:
-        return (_KEY_VERSION, self.step, self.version)
+        return (_KEY_VERSION, self.step, self.version, self.code_identities, self.toolchain)
 
     def __stepcache_fingerprint__(self) -> tuple[Any, ...]:
         return self._identity()
@@ -155,6 +219,12 @@ class CachedStep(StepBase):
     def manifest_for(self, inp: Any) -> dict[str, str]:
         """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
         out = {"version": fingerprint(self.version)[:16]}
+        for ident in self.code_identities:
+            out[f"code[{ident.name}]"] = ident.digest[:16]
+            for rel, digest in ident.files[:_MANIFEST_FILES]:
+                out[f"code[{ident.name}]:{rel}"] = digest[:16]
+        if self.toolchain is not None:
+            out.update(self.toolchain.manifest())
         for prefix, value, depth in (("step", self.step, 2), ("input", inp, 3)):
             parts = manifest(value, depth=depth)
             if not parts:
@@ -179,18 +249,9 @@ class CachedStep(StepBase):
         key, label = self.key_for(inp), self.label_for(inp)
         if key in self.store:
             return MissReport(True, key, self.name, label)
-        mine = self.manifest_for(inp)
-        best: tuple[tuple[int, int], str, list[str]] | None = None
-        for header in self.store.headers():
-            if header.step != self.name or not isinstance(header.info.get("manifest"), dict):
-                continue
-            diff = diff_manifests(header.info["manifest"], mine)
-            rank = (int(header.label != label), len(diff))
-            if best is None or rank < best[0]:
-                best = (rank, header.key, diff)
-        if best is None:
-            return MissReport(False, key, self.name, label)
-        return MissReport(False, key, self.name, label, best[1], tuple(best[2]))
+        return compare_to_nearest(
+            self.store.headers(), key, self.name, label, self.manifest_for(inp)
+        )
 
     def replace(self, **changes: Any) -> CachedStep:
         """Replace own fields; forward every other name to the wrapped step's ``replace``."""

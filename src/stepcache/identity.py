@@ -1,0 +1,273 @@
+"""Code and toolchain identity: what a cached result depends on besides its input.
+
+A result is only valid for the code and the compiler that produced it.
+:func:`code_identity` turns module names into a digest of their sources, and
+:func:`toolchain` captures a compiler, environment variables, Python and
+platform, so that :class:`~stepcache.CachedStep` keys change when any of them
+does, and come back when the change is reverted.
+
+Sources are identified cheaply:
+
+* a distribution installed from a wheel by the file hashes its ``RECORD``
+  lists (no source file is read);
+* an editable install or a plain source tree by hashing its ``.py`` files,
+  memoised in-process and, across processes, in a small memo file keyed by
+  ``(path, size, mtime_ns)`` (like ccache's ``compiler_check=mtime``). Files
+  modified within the last two seconds are never memoised: their mtime could
+  still be shared by a second edit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from stepcache.errors import CompilerError
+
+__all__ = ["CodeIdentity", "Toolchain", "code_identity", "memo_directory", "toolchain"]
+
+_RACY_SECONDS = 2.0
+_lock = threading.Lock()
+_file_memo: dict[str, tuple[int, int, str]] = {}
+_version_memo: dict[tuple[str, int, int], str] = {}
+
+
+def memo_directory() -> Path:
+    """Where identity memo files live: ``$STEPCACHE_MEMO_DIR`` or ``<default dir>/memo``."""
+    env = os.environ.get("STEPCACHE_MEMO_DIR")
+    if env:
+        return Path(env)
+    from stepcache.stores.registry import default_directory
+
+    return default_directory() / "memo"
+
+
+def _load_memo(name: str) -> dict[str, Any]:
+    try:
+        data = json.loads((memo_directory() / name).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save_memo(name: str, data: Mapping[str, Any]) -> None:
+    from stepcache.stores import _fsutil
+
+    target = memo_directory()
+    try:
+        target.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _fsutil.write_atomic(str(target / name), json.dumps(data).encode(), str(target))
+    except OSError:
+        pass  # a memo that cannot be written only costs time in the next process
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeIdentity:
+    """Digest of one declared module or package, and of each of its files."""
+
+    name: str
+    digest: str
+    source: str  # "record", "files" or "missing"
+    files: tuple[tuple[str, str], ...] = ()
+
+    def __stepcache_fingerprint__(self) -> tuple[str, str]:
+        return (self.name, self.digest)
+
+
+def _site_dirs() -> tuple[str, ...]:
+    import sysconfig
+
+    paths = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    paths.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    return tuple(sorted(paths))
+
+
+def _record_lines(name: str, origin: Path) -> list[str] | None:
+    """RECORD lines of the wheel that installed ``name``, or None (not from a wheel)."""
+    site = next((s for s in _site_dirs() if str(origin).startswith(s + os.sep)), None)
+    if site is None:
+        return None
+    rel = origin.relative_to(site)
+    parts = name.split(".")
+    prefix = "/".join(rel.parts[: len(parts)])
+    if rel.name == "__init__.py" or origin.is_dir():
+        prefix += "/"
+    top = rel.parts[0].split(".")[0].lower()
+    infos = sorted(Path(site).glob("*.dist-info"))
+    infos.sort(key=lambda p: p.name.split("-")[0].lower().replace("-", "_") != top)
+    for info in infos:
+        try:
+            record = (info / "RECORD").read_text()
+        except OSError:
+            continue
+        lines = [ln for ln in record.splitlines() if ln.startswith(prefix)]
+        if lines:
+            direct = info / "direct_url.json"
+            if direct.exists() and '"editable": true' in direct.read_text():
+                return None
+            return sorted(lines)
+    return None
+
+
+def _walk_py(root: Path) -> Iterator[os.DirEntry[str]]:
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.name != "__pycache__" and not entry.name.startswith("."):
+                        stack.append(entry.path)
+                elif entry.name.endswith(".py"):
+                    yield entry
+
+
+def _hash_files(root: Path, entries: Iterable[os.DirEntry[str]] | None) -> list[tuple[str, str]]:
+    memo_name = f"code-{xxhash.xxh3_64_hexdigest(str(root).encode())}.json"
+    disk = _load_memo(memo_name)
+    fresh: dict[str, list[Any]] = {}
+    now = time.time()
+    out: list[tuple[str, str]] = []
+    files = [(e.path, e.stat()) for e in entries] if entries is not None else []
+    if entries is None:
+        files = [(str(root), root.stat())]
+    for path, st in files:
+        key = (st.st_size, st.st_mtime_ns)
+        with _lock:
+            hit = _file_memo.get(path)
+        digest = hit[2] if hit and hit[:2] == key else None
+        if digest is None and disk.get(path, [None, None])[:2] == list(key):
+            digest = disk[path][2]
+        if digest is None:
+            digest = xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
+        if now - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
+            with _lock:
+                _file_memo[path] = (*key, digest)
+            fresh[path] = [*key, digest]
+        rel = os.path.relpath(path, root.parent) if entries is not None else root.name
+        out.append((rel.replace(os.sep, "/"), digest))
+    if fresh != disk:
+        _save_memo(memo_name, fresh)
+    return sorted(out)
+
+
+def code_identity(name: str) -> CodeIdentity:
+    """Identify the sources of module or package ``name`` (imported if needed to locate it).
+
+    >>> import stepcache.identity as ident
+    >>> ident.code_identity("stepcache.step").source in ("files", "record")
+    True
+    """
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not (spec.origin or spec.submodule_search_locations):
+        return CodeIdentity(name, "missing", "missing")
+    if spec.submodule_search_locations:
+        roots = [Path(p) for p in spec.submodule_search_locations]
+    else:
+        roots = [Path(str(spec.origin))]
+    record = _record_lines(name, Path(str(spec.origin or roots[0])))
+    if record is not None:
+        digest = xxhash.xxh3_128_hexdigest("\n".join(record).encode())
+        return CodeIdentity(name, digest, "record")
+    files: list[tuple[str, str]] = []
+    for root in roots:
+        files += _hash_files(root, _walk_py(root) if root.is_dir() else None)
+    digest = xxhash.xxh3_128_hexdigest(json.dumps(files).encode())
+    return CodeIdentity(name, digest, "files", tuple(files))
+
+
+@dataclasses.dataclass(frozen=True)
+class Toolchain:
+    """A compiler, environment variables, Python and platform: part of a key.
+
+    Made by :func:`toolchain`; frozen and fingerprintable.
+    """
+
+    compiler: str = ""
+    compiler_version: str = ""
+    env: tuple[tuple[str, str | None], ...] = ()
+    python: str = ""
+    platform: str = ""
+
+    def manifest(self) -> dict[str, str]:
+        """Readable parts for explaining misses (values, not digests)."""
+        out = {
+            "toolchain.compiler": self.compiler,
+            "toolchain.compiler_version": self.compiler_version.splitlines()[0][:120]
+            if self.compiler_version
+            else "",
+            "toolchain.python": self.python,
+            "toolchain.platform": self.platform,
+        }
+        out.update({f"toolchain.env[{k}]": repr(v) for k, v in self.env})
+        return out
+
+
+def _compiler_version(path: str) -> str:
+    st = os.stat(path)
+    memo_key = (path, st.st_size, st.st_mtime_ns)
+    with _lock:
+        if memo_key in _version_memo:
+            return _version_memo[memo_key]
+    disk = _load_memo("compilers.json")
+    entry = disk.get(path)
+    if entry and entry[:2] == [st.st_size, st.st_mtime_ns]:
+        version = str(entry[2])
+    else:
+        import subprocess
+
+        try:
+            proc = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=60, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise CompilerError(f"cannot run compiler {path} --version: {exc}") from exc
+        version = (proc.stdout + proc.stderr).strip()
+        disk[path] = [st.st_size, st.st_mtime_ns, version]
+        _save_memo("compilers.json", disk)
+    with _lock:
+        _version_memo[memo_key] = version
+    return version
+
+
+def toolchain(
+    *, compiler: str | os.PathLike[str] | None = None, env: Iterable[str] = ()
+) -> Toolchain:
+    """Capture the toolchain a step's results depend on.
+
+    ``compiler``: a command name or path; resolved on ``PATH`` and identified
+    by its ``--version`` output (memoised by path, size and mtime). ``env``:
+    names of environment variables whose values join the key (unset and empty
+    differ). Python implementation and version and the platform always do.
+
+    >>> import stepcache as sc
+    >>> tc = sc.toolchain(env=("CFLAGS",))
+    >>> tc.env[0][0]
+    'CFLAGS'
+    """
+    import platform
+    import shutil
+
+    path = version = ""
+    if compiler is not None:
+        found = shutil.which(os.fspath(compiler))
+        if found is None:
+            raise CompilerError(f"compiler {os.fspath(compiler)!r} not found on PATH")
+        path = os.path.abspath(found)
+        version = _compiler_version(path)
+    env_values = tuple((name, os.environ.get(name)) for name in sorted(set(env)))
+    impl = f"{sys.implementation.name}-{'.'.join(map(str, sys.version_info[:3]))}"
+    plat = f"{sys.platform}-{platform.machine()}"
+    return Toolchain(os.path.basename(path), version, env_values, impl, plat)
