@@ -13,7 +13,13 @@ BACKENDS = ["memory", "dir"]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_registry() -> Iterator[None]:
+def _isolated(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Fresh store registry; default store and identity memos in a temp dir, never the user's."""
+    home = tmp_path_factory.mktemp("stepcache-home")
+    monkeypatch.setenv("STEPCACHE_DIR", str(home / "cache"))
+    monkeypatch.setenv("STEPCACHE_MEMO_DIR", str(home / "memo"))
     sc.reset_registry()
     yield
     sc.reset_registry()

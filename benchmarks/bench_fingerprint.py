@@ -1,0 +1,166 @@
+"""Fingerprint speed on an IR tree, against the floor ``xxh3_128(pickle.dumps(tree))``.
+
+The tree is what a compiler front end produces: about 10,000 nested frozen
+dataclasses holding tuples, strings, ints, floats and enums. The floor is
+the cheapest way to hash such a tree at all (C pickling, no canonical form);
+the goal is for ``fingerprint`` to stay within 1.5 times the floor.
+
+Usage::
+
+    python benchmarks/bench_fingerprint.py [--quick] [--json]
+
+``run(quick)`` returns the figures as a dict. Runs of both are interleaved
+so that load on the machine hits both alike; min and median are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import json
+import pickle
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import xxhash
+
+from stepcache.fingerprint import fingerprint
+
+NODES = 10_000
+
+
+class Op(enum.Enum):
+    ADD = "+"
+    SUB = "-"
+    MUL = "*"
+    DIV = "/"
+
+
+class DType(enum.Enum):
+    F32 = "float32"
+    F64 = "float64"
+    I32 = "int32"
+
+
+@dataclasses.dataclass(frozen=True)
+class Literal:
+    value: float
+    dtype: DType
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldAccess:
+    name: str
+    offset: tuple[int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class BinOp:
+    op: Op
+    left: Any
+    right: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Assign:
+    target: str
+    value: Any
+    horizontal_only: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Stencil:
+    name: str
+    params: tuple[str, ...]
+    body: tuple[Assign, ...]
+    opt_level: int
+
+
+def _expr(rng: random.Random, depth: int) -> tuple[Any, int]:
+    if depth == 0 or rng.random() < 0.3:
+        if rng.random() < 0.5:
+            return Literal(rng.random(), rng.choice(list(DType))), 1
+        offset = (rng.randint(-2, 2), rng.randint(-2, 2), 0)
+        return FieldAccess(rng.choice(["u", "v", "w", "phi", "lap"]), offset), 1
+    left, n_left = _expr(rng, depth - 1)
+    right, n_right = _expr(rng, depth - 1)
+    return BinOp(rng.choice(list(Op)), left, right), 1 + n_left + n_right
+
+
+def make_tree(nodes: int = NODES, seed: int = 0) -> tuple[Stencil, int]:
+    """A reproducible stencil IR of at least ``nodes`` dataclass nodes; returns (tree, count)."""
+    rng = random.Random(seed)
+    body: list[Assign] = []
+    total = 1
+    while total < nodes:
+        value, count = _expr(rng, 6)
+        body.append(Assign(f"out{len(body)}", value, rng.random() < 0.5))
+        total += count + 1
+    return Stencil("lap", ("u", "v", "w"), tuple(body), 3), total
+
+
+def _floor(tree: Any) -> str:
+    return xxhash.xxh3_128(pickle.dumps(tree)).hexdigest()
+
+
+def _time_interleaved(funcs: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[int]]:
+    times: dict[str, list[int]] = {name: [] for name in funcs}
+    for _ in range(repeat):
+        for name, func in funcs.items():
+            start = time.perf_counter_ns()
+            func()
+            times[name].append(time.perf_counter_ns() - start)
+    return times
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure and return nodes, ns per node (min, median) for both, and the ratios."""
+    tree, nodes = make_tree()
+    fingerprint(tree)  # resolve per-type handlers once, as any long run would
+    times = _time_interleaved(
+        {"fingerprint": lambda: fingerprint(tree), "floor": lambda: _floor(tree)},
+        repeat=5 if quick else 30,
+    )
+    fmin, fmed = min(times["fingerprint"]) / nodes, statistics.median(times["fingerprint"]) / nodes
+    pmin, pmed = min(times["floor"]) / nodes, statistics.median(times["floor"]) / nodes
+    return {
+        "nodes": nodes,
+        "repeat": len(times["floor"]),
+        "fingerprint_ns_per_node_min": round(fmin, 1),
+        "fingerprint_ns_per_node_median": round(fmed, 1),
+        "floor_ns_per_node_min": round(pmin, 1),
+        "floor_ns_per_node_median": round(pmed, 1),
+        "ratio_min": round(fmin / pmin, 3),
+        "ratio_median": round(fmed / pmed, 3),
+    }
+
+
+def table(figures: dict[str, Any]) -> str:
+    """The figures as a small markdown table."""
+    rows = [
+        "| measure | ns/node (min) | ns/node (median) |",
+        "|---|---:|---:|",
+        f"| fingerprint | {figures['fingerprint_ns_per_node_min']} "
+        f"| {figures['fingerprint_ns_per_node_median']} |",
+        f"| floor: xxh3_128(pickle.dumps) | {figures['floor_ns_per_node_min']} "
+        f"| {figures['floor_ns_per_node_median']} |",
+        f"| ratio | {figures['ratio_min']} | {figures['ratio_median']} |",
+    ]
+    return f"{figures['nodes']} nodes, {figures['repeat']} runs each\n\n" + "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Fingerprint speed against its floor.")
+    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    figures = run(quick=args.quick)
+    print(json.dumps(figures, indent=2) if args.json else table(figures))
+
+
+if __name__ == "__main__":
+    main()
