@@ -1,0 +1,325 @@
+"""Running the program suite in worker processes, the way a test runner would.
+
+Each worker (a ``spawn`` process, like a pytest-xdist worker) builds its
+own pipelines, one per dtype, and opens the store by spec once per pipeline
+variant, as test fixtures do; the store registry makes that one instance
+per process. Workers take programs from a shared queue, compile and run
+them on deterministic inputs and check them against the numpy reference::
+
+    result = run_suite(suite(20), workers=2, store_spec="/tmp/cache")
+    result.verified, result.compiles, result.hits
+
+:func:`run_demo` runs the suite three times (no cache, cold, warm) and
+reports what each run did; the CLI renders it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import pickle
+import queue
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from stepcache.demo.programs import DTYPES, ProgramSpec, suite
+
+__all__ = ["DemoReport", "DemoRun", "RunResult", "run_demo", "run_suite"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What one run of the suite did, summed over its workers.
+
+    ``hits`` and ``misses`` come from the workers' store statistics;
+    ``compiles`` and ``translations`` count real work (cache hits excluded);
+    ``instances`` counts distinct store objects the workers ended up with::
+
+        RunResult(wall_s=1.4, programs=100, compiles=0, translations=0,
+                  hits=200, misses=0, instances=2, verified=True)   # a warm run
+    """
+
+    wall_s: float
+    programs: int
+    compiles: int
+    translations: int
+    hits: int
+    misses: int
+    instances: int
+    verified: bool
+    failures: tuple[str, ...] = ()
+
+
+def _open_variants(store_spec: str | None, build_root: str) -> tuple[dict[str, Any], list[Any]]:
+    from stepcache.demo.pipeline import make_pipeline
+    from stepcache.stores.registry import open_store
+
+    pipelines: dict[str, Any] = {}
+    stores: list[Any] = []
+    for dtype in DTYPES:
+        # One open per variant, as per-variant test fixtures do; the registry
+        # is what turns these into a single instance.
+        store = open_store(store_spec) if store_spec is not None else None
+        if store is not None and all(store is not s for s in stores):
+            stores.append(store)
+        pipelines[dtype] = make_pipeline(store, dtype=dtype, build_root=build_root)
+    return pipelines, stores
+
+
+def _own_counts(stores: list[Any]) -> tuple[int, int]:
+    # This process's hits and misses: store.stats() of a shared store sums
+    # every process that ever used it, other workers and earlier runs included.
+    from stepcache.stores.registry import process_stats
+
+    mine = [st for store, st in process_stats() if any(store is s for s in stores)]
+    return sum(st.hits for st in mine), sum(st.misses for st in mine)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def _worker(store_spec: str | None, tasks: Any, results: Any) -> None:
+    from stepcache.demo.pipeline import Source, counters, reset_counters
+    from stepcache.demo.programs import verify
+
+    reset_counters()
+    build_root = tempfile.mkdtemp(prefix="stepcache-demo-build-")
+    try:
+        pipelines, stores = _open_variants(store_spec, build_root)
+        start = _own_counts(stores)
+        while (spec := tasks.get()) is not None:
+            try:
+                kernel = pipelines[spec.dtype](Source(spec.name, spec.source))
+                inputs = spec.inputs()
+                ok = verify(spec, kernel(**inputs, **spec.scalar_args()), inputs)
+            except Exception as exc:
+                results.put(("error", spec.name, _portable(exc)))
+                return
+            results.put(("done", spec.name, ok))
+        end = _own_counts(stores)
+        summary = {
+            **counters(),
+            "hits": end[0] - start[0],
+            "misses": end[1] - start[1],
+            "instances": len(stores),
+        }
+        results.put(("summary", os.getpid(), summary))
+    finally:
+        shutil.rmtree(build_root, ignore_errors=True)
+
+
+def _collect(
+    procs: list[Any],
+    results: Any,
+    n_programs: int,
+    progress: Callable[[int], None] | None,
+    timeout: float,
+) -> tuple[list[str], list[dict[str, int]]]:
+    failures: list[str] = []
+    summaries: list[dict[str, int]] = []
+    done = 0
+    idle_deadline = time.monotonic() + timeout
+    while done < n_programs or len(summaries) < len(procs):
+        try:
+            kind, who, payload = results.get(timeout=0.5)
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise RuntimeError(f"a demo worker died (exit code {dead[0].exitcode})") from None
+            if time.monotonic() > idle_deadline:
+                raise TimeoutError(f"no demo worker reported for {timeout:g} s") from None
+            continue
+        idle_deadline = time.monotonic() + timeout
+        if kind == "error":
+            raise payload
+        if kind == "summary":
+            summaries.append(payload)
+            continue
+        done += 1
+        if not payload:
+            failures.append(who)
+        if progress is not None:
+            progress(done)
+    return failures, summaries
+
+
+def _start_workers(
+    workers: int, store_spec: str | None, programs: Sequence[ProgramSpec]
+) -> tuple[list[Any], Any, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for spec in programs:
+        tasks.put(spec)
+    for _ in range(workers):
+        tasks.put(None)
+    # Daemons: workers never outlive a parent that was interrupted.
+    procs = [
+        ctx.Process(target=_worker, args=(store_spec, tasks, results), daemon=True)
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    return procs, tasks, results
+
+
+def run_suite(
+    programs: Sequence[ProgramSpec],
+    *,
+    workers: int,
+    store_spec: str | None,
+    progress: Callable[[int], None] | None = None,
+    timeout: float = 300.0,
+) -> RunResult:
+    """Compile, run and verify ``programs`` in ``workers`` spawned processes.
+
+    ``store_spec`` None runs without a cache. ``progress(n)`` is called in
+    this process after each finished program. An exception in a worker
+    (a :class:`~stepcache.errors.CompilerError`, say) is re-raised here; a
+    worker silent for ``timeout`` seconds raises :class:`TimeoutError`.
+    Call it under ``if __name__ == "__main__":`` in scripts (spawn re-imports
+    the main module)::
+
+        result = run_suite(suite(100), workers=2, store_spec="/tmp/demo-cache")
+        assert result.verified and result.instances == 2
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, not {workers}")
+    start = time.perf_counter()
+    procs, tasks, results = _start_workers(workers, store_spec, programs)
+    try:
+        failures, summaries = _collect(procs, results, len(programs), progress, timeout)
+    except BaseException:
+        # The run is lost: stop the other workers now instead of letting them finish.
+        tasks.cancel_join_thread()
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    wall = time.perf_counter() - start
+    total = {k: sum(s[k] for s in summaries) for k in ("compiles", "translations", "hits")}
+    return RunResult(
+        wall_s=wall,
+        programs=len(programs),
+        compiles=total["compiles"],
+        translations=total["translations"],
+        hits=total["hits"],
+        misses=sum(s["misses"] for s in summaries),
+        instances=sum(s["instances"] for s in summaries),
+        verified=not failures,
+        failures=tuple(sorted(failures)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    """One run of :func:`run_demo`, with what the store held afterwards.
+
+    ``entries`` counts keys in the store after the run, ``new_keys`` those the
+    run added; a warm run of a working cache adds none (see :meth:`to_dict`).
+    """
+
+    name: str
+    result: RunResult
+    entries: int
+    new_keys: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of one run."""
+        r = self.result
+        return {
+            "name": self.name,
+            "wall_s": round(r.wall_s, 3),
+            "compiles": r.compiles,
+            "translations": r.translations,
+            "hits": r.hits,
+            "misses": r.misses,
+            "instances": r.instances,
+            "entries": self.entries,
+            "new_keys": self.new_keys,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoReport:
+    """The three runs of :func:`run_demo`; :meth:`to_dict` is the ``--json`` form::
+
+    {"runs": [{"name": "no-cache", "wall_s": 5.3, "compiles": 100, ...},
+              {"name": "cold", ...}, {"name": "warm", ...}],
+     "verified": true, "programs": 100}
+    """
+
+    runs: tuple[DemoRun, ...]
+    programs: int
+
+    @property
+    def verified(self) -> bool:
+        """True when every program of every run matched its reference."""
+        return all(run.result.verified for run in self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"runs": [...], "verified": bool, "programs": N}`` (``stepcache demo --json``)."""
+        return {
+            "runs": [run.to_dict() for run in self.runs],
+            "verified": self.verified,
+            "programs": self.programs,
+        }
+
+
+def _keys(store_spec: str | None) -> set[str]:
+    if store_spec is None:
+        return set()
+    from stepcache.stores.registry import open_store
+
+    return set(open_store(store_spec))
+
+
+def run_demo(
+    programs: int = 100,
+    workers: int | None = None,
+    store: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> DemoReport:
+    """Run the suite without a cache, then cold, then warm; report each run.
+
+    Without ``store`` the cache is a fresh temporary directory, removed
+    afterwards. With one, nothing is cleared: the "cold" run starts from
+    whatever the store holds and ``new_keys`` shows what it added.
+    ``progress(run_name, done, total)`` is called after each program::
+
+        report = run_demo(programs=100, workers=2)
+        print(json.dumps(report.to_dict()))
+    """
+    specs = suite(programs)
+    n_workers = workers or os.cpu_count() or 1
+    runs: list[DemoRun] = []
+    with tempfile.TemporaryDirectory(prefix="stepcache-demo-store-") as tmp:
+        spec = store if store is not None else os.path.join(tmp, "cache")
+        for name, run_spec in (("no-cache", None), ("cold", spec), ("warm", spec)):
+            before = _keys(run_spec)
+
+            def report(done: int, name: str = name) -> None:
+                if progress is not None:
+                    progress(name, done, len(specs))
+
+            result = run_suite(specs, workers=n_workers, store_spec=run_spec, progress=report)
+            after = _keys(run_spec)
+            runs.append(DemoRun(name, result, len(after), len(after - before)))
+        if store is None:
+            from stepcache.stores.registry import open_store
+
+            open_store(spec).close()
+    return DemoReport(tuple(runs), len(specs))
