@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import stepcache as sc
+from stepcache.testing.redis_server import redis_server_fixture
 
-BACKENDS = ["memory", "dir"]
+BACKENDS = ["memory", "dir", "redis", "tiered"]
+
+# One real redis-server per test worker, started on first use.
+redis_server = redis_server_fixture()
 
 
 @pytest.fixture(autouse=True)
@@ -39,4 +44,10 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[]
             return sc.DirectoryStore(root)  # type: ignore[attr-defined,no-any-return]
 
         return open_dir
+    url = f"{request.getfixturevalue('redis_server').url}?prefix=t{uuid.uuid4().hex[:12]}:"
+    if kind == "redis":
+        return lambda: sc.open_store(url)
+    if kind == "tiered":
+        local = tmp_path / "local"
+        return lambda: sc.TieredStore([sc.DirectoryStore(local), sc.RedisStore(url)])
     raise AssertionError(kind)

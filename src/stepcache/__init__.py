@@ -13,6 +13,8 @@ See the README and ``docs/`` for the design, the on-disk format and the CLI.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from stepcache.cached import CachedStep, MissReport
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
@@ -29,8 +31,13 @@ from stepcache.identity import Toolchain, code_identity, toolchain
 from stepcache.step import Chain, FunctionStep, NamedSteps, Step, StepBase, chain, step
 from stepcache.stores._stats import MissRecord, Stats, StepStats
 from stepcache.stores.base import Store, validate_key
+from stepcache.stores.directory import DirectoryStore
 from stepcache.stores.memory import MemoryStore
 from stepcache.stores.registry import open_store, reset_registry
+from stepcache.stores.tiered import TieredStore
+
+if TYPE_CHECKING:
+    from stepcache.stores.redis import RedisStore
 
 __version__ = "0.1.0.dev0"
 
@@ -38,6 +45,7 @@ __all__ = [
     "CachedStep",
     "Chain",
     "CompilerError",
+    "DirectoryStore",
     "EntryHeader",
     "FunctionStep",
     "InvalidKeyError",
@@ -47,12 +55,14 @@ __all__ = [
     "MissReport",
     "NamedSteps",
     "ReadOnlyStoreError",
+    "RedisStore",
     "Stats",
     "Step",
     "StepBase",
     "StepCacheError",
     "StepStats",
     "Store",
+    "TieredStore",
     "Toolchain",
     "StoreUnavailableError",
     "UnfingerprintableError",
@@ -71,14 +81,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    # Backends with heavier imports load on first use, keeping `import stepcache` light.
-    lazy = {
-        "DirectoryStore": "stepcache.stores.directory",
-        "RedisStore": "stepcache.stores.redis",
-        "TieredStore": "stepcache.stores.tiered",
-    }
-    if name in lazy:
-        import importlib
+    # RedisStore imports redis-py: loaded on first use, keeping `import stepcache` light.
+    if name == "RedisStore":
+        from stepcache.stores.redis import RedisStore
 
-        return getattr(importlib.import_module(lazy[name]), name)
+        return RedisStore
     raise AttributeError(f"module 'stepcache' has no attribute {name!r}")

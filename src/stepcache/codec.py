@@ -43,6 +43,7 @@ __all__ = [
     "CorruptEntry",
     "EntryHeader",
     "decode_value",
+    "header_size",
     "pack_entry",
     "read_header",
     "unpack_entry",
@@ -141,17 +142,30 @@ def pack_entry(
     codec_id, payload = encode_value(value, codec)
     kb = key.encode("ascii")
     ib = json.dumps(dict(info or {}), separators=(",", ":"), sort_keys=True).encode()
-    sig = b"\0" * _SIG_SIZE if secret else b""
-    body = b"".join((kb, ib, sig, payload))
     flags = _FLAG_SIGNED if secret else 0
     stamp = time.time() if created is None else created
     fields = (MAGIC, FORMAT_VERSION, flags, codec_id, len(kb), len(ib), len(payload), stamp)
-    blob = bytearray(_PREFIX.pack(*fields, 0) + body)
+    prefix = bytearray(_PREFIX.pack(*fields, 0))
+    parts = [kb, ib, payload]
     if secret:
-        sig_at = PREFIX_SIZE + len(kb) + len(ib)
-        blob[sig_at : sig_at + _SIG_SIZE] = _sign(secret, blob, sig_at)
-    struct.pack_into("<Q", blob, PREFIX_SIZE - 8, _checksum(memoryview(blob)[PREFIX_SIZE:]))
-    return bytes(blob)
+        # Same bytes as _sign() covers: the prefix without its checksum, then the rest.
+        mac = hmac.new(secret, prefix[: PREFIX_SIZE - 8], hashlib.sha256)
+        for part in parts:
+            mac.update(part)
+        parts.insert(2, mac.digest())
+    # Hash and join the parts once: a 1 MB payload is never copied but into the blob.
+    digest = xxhash.xxh3_64()
+    for part in parts:
+        digest.update(part)
+    struct.pack_into("<Q", prefix, PREFIX_SIZE - 8, digest.intdigest())
+    return b"".join((prefix, *parts))
+
+
+def header_size(prefix: bytes | memoryview) -> int:
+    """Bytes from the start of an entry to the end of its info, read from its first 12 bytes."""
+    if len(prefix) < 12:
+        raise CorruptEntry("truncated: shorter than the header")
+    return PREFIX_SIZE + prefix[7] + int.from_bytes(prefix[8:12], "little")
 
 
 def _parse_prefix(blob: bytes | memoryview) -> tuple[int, int, int, int, int, float, int]:

@@ -80,7 +80,8 @@ class StepBase:
 
     def chain(self, *others: Callable[[Any], Any]) -> Chain:
         """Return a step that runs this step, then each of ``others`` in turn."""
-        return chain(self, *others)
+        first: Callable[[Any], Any] = self  # type: ignore[assignment]  # subclasses are callable
+        return chain(first, *others)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +164,9 @@ class NamedSteps(StepBase):
     """
 
     def __call__(self, inp: Any, /) -> Any:
-        if not dataclasses.is_dataclass(self):
+        if not dataclasses.is_dataclass(type(self)):
             raise TypeError(f"{type(self).__name__} must be a @dataclasses.dataclass")
-        for f in dataclasses.fields(self):
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
             stage = getattr(self, f.name)
             if stage is not None:
                 inp = stage(inp)

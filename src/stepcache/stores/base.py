@@ -103,6 +103,9 @@ class Store(MutableMapping[str, Any], abc.ABC):
         self.codec = codec
         self.lock_timeout = lock_timeout
         self._secret = _resolve_secret(secret)
+        # An explicit secret travels with the store to worker processes; one
+        # from $STEPCACHE_SECRET is read there again.
+        self._explicit_secret = secret
         self._counters = Counters()
         self._counters.add("opens")
         self._flights: dict[str, list[Any]] = {}
@@ -147,8 +150,21 @@ class Store(MutableMapping[str, Any], abc.ABC):
         return n, size
 
     def _options(self) -> dict[str, Any]:
-        """Constructor options that ``open_store`` needs to reopen this store."""
-        return {"read_only": self.read_only, "codec": self.codec}
+        """Constructor options that ``open_store`` needs to reopen this store.
+
+        Only those not at their default: ``open_store(spec)`` and the reopening
+        of a pickled store must name the same registry entry.
+        """
+        options = {
+            "read_only": self.read_only,
+            "codec": self.codec,
+            "lock_timeout": self.lock_timeout,
+        }
+        defaults = {"read_only": False, "codec": "pickle", "lock_timeout": DEFAULT_LOCK_TIMEOUT}
+        out = {k: v for k, v in options.items() if v != defaults[k]}
+        if self._explicit_secret is not None:
+            out["secret"] = self._explicit_secret
+        return out
 
     # -- shared machinery --------------------------------------------------
     def _say_once(self, topic: str, message: str, *args: Any) -> None:
@@ -160,7 +176,12 @@ class Store(MutableMapping[str, Any], abc.ABC):
     def _discard(self, key: str, reason: str) -> None:
         self._counters.add("errors")
         self._say_once(
-            "corrupt", "stepcache: dropping unusable entry %s in %s: %s", key, self.spec, reason
+            "corrupt",
+            "stepcache: %s unusable entry %s in %s: %s",
+            "ignoring" if self.read_only else "dropping",
+            key,
+            self.spec,
+            reason,
         )
         if not self.read_only:
             with contextlib.suppress(OSError):

@@ -14,9 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from stepcache.errors import StoreUnavailableError
+from stepcache.stores._stats import Stats
 from stepcache.stores.base import Store
 
-__all__ = ["default_directory", "open_store", "reset_registry", "resolve_spec"]
+__all__ = [
+    "construct",
+    "default_directory",
+    "open_store",
+    "process_stats",
+    "reset_registry",
+    "resolve_spec",
+]
 
 _BACKENDS = {
     "dir": "stepcache.stores.directory:DirectoryStore",
@@ -26,8 +34,11 @@ _BACKENDS = {
     "unix": "stepcache.stores.redis:RedisStore",
     "tiered": "stepcache.stores.tiered:TieredStore",
 }
+# Backends given the whole spec (a URL); the others get the path after "://".
+_FULL_SPEC_SCHEMES = ("redis", "rediss", "unix", "tiered")
 _registry: dict[tuple[str, tuple[tuple[str, Any], ...]], Store] = {}
-_lock = threading.Lock()
+# Re-entrant: a composite store may open its tiers while being constructed.
+_lock = threading.RLock()
 
 
 def default_directory() -> Path:
@@ -93,19 +104,27 @@ def open_store(spec: str | os.PathLike[str] | None = None, **options: Any) -> St
     >>> sc.open_store("memory://") is sc.open_store("memory://")
     True
     """
-    scheme, canonical = resolve_spec(spec)
+    canonical = resolve_spec(spec)[1]
     ident = (canonical, tuple(sorted(options.items())))
     with _lock:
         store = _registry.get(ident)
         if store is not None and not store.closed and store._pid == os.getpid():
             return store
-        cls = _backend(scheme)
-        target = canonical.partition("://")[2]
-        store = cls(
-            canonical if scheme in ("redis", "rediss", "unix", "tiered") else target, **options
-        )
+        store = construct(canonical, **options)
         _registry[ident] = store
         return store
+
+
+def construct(spec: str | os.PathLike[str] | None, **options: Any) -> Store:
+    """A new store instance for ``spec``, outside the registry (the caller owns and closes it).
+
+    Composite stores use it for their tiers; everyone else wants :func:`open_store`.
+    """
+    scheme, canonical = resolve_spec(spec)
+    cls: Any = _backend(scheme)
+    target = canonical if scheme in _FULL_SPEC_SCHEMES else canonical.partition("://")[2]
+    store: Store = cls(target, **options)
+    return store
 
 
 def reset_registry(*, close: bool = True) -> None:
@@ -117,3 +136,29 @@ def reset_registry(*, close: bool = True) -> None:
         for store in stores:
             if store._pid == os.getpid():
                 store.close()
+
+
+def process_stats() -> list[tuple[Store, Stats]]:
+    """Each store :func:`open_store` has open in this process, with this process's counters.
+
+    Unlike ``store.stats()``, which for a shared store sums every process
+    that ever used it, these counters are what this process did, so a
+    report can add up one run (``pytest --stepcache-report`` does). Stores
+    that share counters (a tiered store and its local tier) appear once.
+
+    >>> store = open_store("memory://process-stats-doc")
+    >>> store.get_or_compute("ab" * 16, lambda: 1)
+    1
+    >>> [(s.spec, st.misses, st.writes) for s, st in process_stats() if s is store]
+    [('memory://process-stats-doc', 1, 1)]
+    """
+    pid = os.getpid()
+    with _lock:
+        stores = [s for s in _registry.values() if s._pid == pid and not s.closed]
+    seen: set[int] = set()
+    out = []
+    for store in stores:
+        if id(store._counters) not in seen:
+            seen.add(id(store._counters))
+            out.append((store, store._counters.snapshot()))
+    return out

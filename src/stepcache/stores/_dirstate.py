@@ -1,0 +1,332 @@
+"""Bookkeeping of a DirectoryStore tree: what it holds, when to clean it, counter files.
+
+Kept apart from :mod:`stepcache.stores.directory` so that the store class
+reads as the entry life cycle, and the policies here (with the result types
+of ``prune`` and ``verify``) can be read and tuned on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+import os
+import random
+import stat
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from typing import ClassVar, Final
+
+from stepcache.stores import _fsutil
+from stepcache.stores._locks import KeyLocks
+from stepcache.stores._stats import Counters, Stats
+from stepcache.stores.base import _KEY_RE
+
+__all__ = [
+    "Cleaner",
+    "Item",
+    "PruneResult",
+    "StatsFile",
+    "VerifyResult",
+    "archive_stats",
+    "hex_names",
+    "plan_eviction",
+    "read_stats",
+    "scan",
+]
+
+CLEAN_EVERY: Final = 64  # writes between two cleanings of the next unit in the rotation
+FLUSH_EVERY: Final = 5.0  # seconds between two writes of a stats file
+ARCHIVE: Final = "_archived"
+_ARCHIVE_AFTER: Final = 30 * 86400.0  # stats files of other hosts this old are archived
+_PREFIX_LEN: Final = {1: 0, 16: 1, 256: 2}
+_serial = itertools.count()
+
+
+def hex_names(path: str) -> list[str]:
+    """The two-hex-digit fanout directory names in ``path``, sorted."""
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(n for n in names if len(n) == 2 and all(c in "0123456789abcdef" for c in n))
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneResult:
+    """What :meth:`DirectoryStore.prune` did and what is left."""
+
+    removed: int  #: entries evicted (too old, or least recently used over the size budget)
+    freed: int  #: bytes of the evicted entries and their artifact directories
+    swept: int  #: leftovers removed: temp files, orphan directories, stale locks, stats files
+    entries: int  #: entries left
+    bytes: int  #: bytes left
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    """What :meth:`DirectoryStore.verify` found: ``(key, reason)`` for every bad entry."""
+
+    checked: int
+    corrupt: tuple[tuple[str, str], ...]
+    repaired: int
+
+    @property
+    def ok(self) -> int:
+        """Entries that verified."""
+        return self.checked - len(self.corrupt)
+
+
+@dataclasses.dataclass
+class Item:
+    """One key found in the tree: its entry file, its artifact directory, or both."""
+
+    key: str
+    mtime: float = 0.0  #: of the entry (refreshed on use), else of the orphan directory
+    size: int = 0  #: bytes of the entry plus its artifact directory
+    has_entry: bool = False
+    has_dir: bool = False
+
+
+def scan(v1: str, tops: Iterable[str]) -> list[Item]:
+    """Every key under the level-1 directories ``tops`` of ``v1``, with sizes and mtimes."""
+    found: dict[str, Item] = {}
+    for top in tops:
+        for sub in hex_names(f"{v1}/{top}"):
+            try:
+                entries = list(os.scandir(f"{v1}/{top}/{sub}"))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                _add(found, entry, top + sub)
+    return list(found.values())
+
+
+def _add(found: dict[str, Item], entry: os.DirEntry[str], prefix: str) -> None:
+    name = entry.name
+    key = name[:-2] if name.endswith(".d") else name
+    if not (key.startswith(prefix) and _KEY_RE.fullmatch(key)):
+        return
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    item = found.get(key) or found.setdefault(key, Item(key))
+    if key != name and stat.S_ISDIR(st.st_mode):
+        item.has_dir = True
+        item.size += _fsutil.tree_size(entry.path)
+        if not item.has_entry:
+            item.mtime = st.st_mtime
+    elif key == name and stat.S_ISREG(st.st_mode):
+        item.has_entry = True
+        item.size += st.st_size
+        item.mtime = st.st_mtime
+
+
+def plan_eviction(
+    items: list[Item],
+    max_bytes: float | None,
+    max_age: float | None,
+    *,
+    low_water: float,
+    orphan_after: float,
+) -> tuple[list[Item], list[Item], int]:
+    """Which items to evict, which orphan directories to remove, and the bytes left then.
+
+    Evicted: entries unused for more than ``max_age``, then the least
+    recently used until the rest fits in ``low_water * max_bytes`` (only if
+    it exceeds ``max_bytes``). An artifact directory without its entry older
+    than ``orphan_after`` is an orphan; a younger one is a ``put_dir`` about
+    to write its entry, so it counts towards the size but is left alone.
+    """
+    now = time.time()
+    evict: list[Item] = []
+    orphans: list[Item] = []
+    keep: list[Item] = []
+    pinned = 0
+    for it in items:
+        if it.has_entry and max_age is not None and now - it.mtime > max_age:
+            evict.append(it)
+        elif it.has_entry:
+            keep.append(it)
+        elif now - it.mtime > orphan_after:
+            orphans.append(it)
+        else:
+            pinned += it.size
+    left = pinned + sum(it.size for it in keep)
+    if max_bytes is not None and left > max_bytes:
+        keep.sort(key=lambda it: it.mtime)
+        for it in keep:
+            if left <= max_bytes * low_water:
+                break
+            evict.append(it)
+            left -= it.size
+    return evict, orphans, left
+
+
+class Cleaner:
+    """Which part of the tree to clean after a write, ccache-style; one per store instance.
+
+    The tree is cleaned in units: level-1 directories (256 units), groups of
+    16 of them by first hex digit (16 units) or all of it (1 unit), the
+    finest for which a unit's share of ``max_bytes`` holds about
+    ``unit_entries`` entries of the mean size this process writes: with
+    fewer, one large entry would exceed its unit's share and be evicted at
+    once. A unit is cleaned when this process's running estimate of its
+    size exceeds its share (estimates start with a scan of the unit), and
+    every ``CLEAN_EVERY`` writes the next unit in a rotation is cleaned, so
+    other processes' writes and ``max_age`` are enforced too.
+    """
+
+    #: entries of mean size a unit's share of ``max_bytes`` should hold at least
+    unit_entries: ClassVar[int] = 32
+
+    def __init__(self, max_bytes: int | None, max_age: float | None) -> None:
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        #: held while cleaning; a thread finding it taken skips cleaning
+        self.lock = threading.Lock()
+        self._state = threading.Lock()
+        self.units = 256 if max_bytes is None else 1
+        self._known: dict[str, int] = {}
+        self._writes = self._written = 0
+        self._turn = random.randrange(256)  # processes start the rotation at different units
+
+    @property
+    def share(self) -> float | None:
+        """Bytes one unit may hold, or ``None`` without ``max_bytes``."""
+        return None if self.max_bytes is None else self.max_bytes / self.units
+
+    def plan(self, key: str, nbytes: int) -> list[str]:
+        """Count a write of ``nbytes`` under ``key``; return the unit prefixes to clean now."""
+        with self._state:
+            self._writes += 1
+            self._written += nbytes
+            todo = []
+            if self.max_bytes is not None:
+                self._resize(self.max_bytes / (self._written / self._writes or 1))
+                unit = key[: _PREFIX_LEN[self.units]]
+                known = self._known.get(unit)
+                if known is None or known + nbytes > self.max_bytes / self.units:
+                    todo.append(unit)
+                else:
+                    self._known[unit] = known + nbytes
+            if self._writes % CLEAN_EVERY == 0:
+                self._turn = (self._turn + 1) % self.units
+                todo.append(f"{self._turn:02x}"[2 - _PREFIX_LEN[self.units] :])
+            return todo
+
+    def _resize(self, mean_entries: float) -> None:
+        units = next(u for u in (256, 16, 1) if u == 1 or mean_entries >= u * self.unit_entries)
+        if units != self.units:
+            self.units = units
+            self._known.clear()
+            self._turn %= units
+
+    def cleaned(self, prefix: str, left: int) -> None:
+        """Record that the unit ``prefix`` holds ``left`` bytes after cleaning."""
+        with self._state:
+            if len(prefix) == _PREFIX_LEN[self.units]:
+                self._known[prefix] = left
+
+
+class StatsFile:
+    """One store instance's counters on disk, as ``stats/<host>-<pid>-<n>``.
+
+    Written when the counters changed: at most every ``FLUSH_EVERY`` seconds
+    while in use, and at close or exit; never by a process that only opened
+    the store, and never by a forked child for its parent's counters.
+    """
+
+    def __init__(self, counters: Counters, root: str, durable: bool) -> None:
+        self.counters = counters
+        self.pid = os.getpid()
+        self.name = f"{_fsutil.HOST}-{self.pid}-{next(_serial)}"
+        self.path = f"{root}/stats/{self.name}"
+        self._tmp = f"{root}/tmp"
+        self._durable = durable
+        self._lock = threading.Lock()
+        #: ``time.monotonic()`` after which the next use should call :meth:`flush`
+        self.due = time.monotonic() + FLUSH_EVERY
+
+    def flush_at_exit(self, owner: object) -> None:
+        """Flush when ``owner`` is collected or the process exits, whichever comes first."""
+        weakref.finalize(owner, self.flush)
+        # Children of multiprocessing leave through os._exit, skipping atexit;
+        # its own exit hooks still run. Only a process using it has it loaded.
+        mp_util = sys.modules.get("multiprocessing.util")
+        if mp_util is not None:
+            mp_util.Finalize(owner, self.flush, exitpriority=10)
+
+    def flush(self) -> None:
+        """Write the counters if they changed; never raises for a failed write."""
+        self.due = time.monotonic() + FLUSH_EVERY
+        if not self.counters.dirty or os.getpid() != self.pid:
+            return
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            self.counters.dirty = False
+            data = json.dumps(self.counters.snapshot().to_dict(), separators=(",", ":"))
+            _fsutil.write_atomic(self.path, data.encode(), self._tmp, durable=self._durable)
+        except OSError:  # counters are best effort; try again next time
+            self.counters.dirty = True
+        finally:
+            self._lock.release()
+
+
+def _read(path: str) -> Stats | None:
+    try:
+        with open(path, "rb") as f:
+            return Stats.from_dict(json.load(f))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None  # being replaced, truncated by a crash, or foreign
+
+
+def read_stats(stats_dir: str, *, skip: str | None = None) -> list[Stats]:
+    """Counters of the stats files in ``stats_dir`` but ``skip``, leaving out unreadable ones."""
+    try:
+        names = os.listdir(stats_dir)
+    except FileNotFoundError:
+        return []
+    found = (_read(os.path.join(stats_dir, n)) for n in names if n != skip)
+    return [s for s in found if s is not None]
+
+
+def archive_stats(stats_dir: str, tmp_dir: str, locks: KeyLocks) -> int:
+    """Merge stats files of exited processes into ``_archived``; return how many were merged.
+
+    Processes of other hosts cannot be asked whether they live; their files
+    are merged once untouched for 30 days.
+    """
+    now = time.time()
+    try:
+        entries = list(os.scandir(stats_dir))
+    except FileNotFoundError:
+        return 0
+    dead = []
+    for entry in entries:
+        if entry.name != ARCHIVE:
+            try:
+                old = now - entry.stat().st_mtime > _ARCHIVE_AFTER
+            except FileNotFoundError:
+                continue
+            if old or _fsutil.owner_is_dead(entry.name):
+                dead.append(entry.path)
+    if not dead:
+        return 0
+    archive = os.path.join(stats_dir, ARCHIVE)
+    with locks.hold("stats-archive", time.monotonic() + 30) as held:
+        if not held:
+            return 0
+        parts = [s for s in map(_read, [archive, *dead]) if s is not None]
+        total = Stats.combine(parts, entries=0, nbytes=0).to_dict()
+        _fsutil.write_atomic(archive, json.dumps(total).encode(), tmp_dir)
+        for path in dead:
+            with contextlib.suppress(FileNotFoundError):  # merged by a concurrent prune
+                os.unlink(path)
+    return len(dead)

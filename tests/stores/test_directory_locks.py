@@ -1,0 +1,114 @@
+"""Per-key locks of DirectoryStore: flock, lease files, takeover, timeouts, cleanup."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import store_workers as w
+
+from stepcache.stores import _fsutil
+from stepcache.stores._locks import KeyLocks
+from stepcache.stores.directory import DirectoryStore
+from stepcache.testing import key
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_get_or_compute_leaves_no_lock_files(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "cache")
+    for n in range(5):
+        store.get_or_compute(key(n), lambda: "v")
+    assert os.listdir(store.path / "leases") == []
+
+
+@pytest.mark.parametrize("backend", ["flock", "lease"])
+def test_waiter_past_its_timeout_computes_itself(tmp_path: Path, backend: str) -> None:
+    holder = DirectoryStore(tmp_path / "cache", lock_backend=backend)
+    waiter = DirectoryStore(tmp_path / "cache", lock_backend=backend)
+    with holder._locks.hold(key(1), time.monotonic() + 10) as held:
+        assert held
+        assert waiter.get_or_compute(key(1), lambda: "own", timeout=0.2) == "own"
+    assert waiter.stats().misses == 1
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("backend", ["flock", "lease"])
+def test_a_held_key_does_not_block_other_keys(tmp_path: Path, backend: str) -> None:
+    holder = DirectoryStore(tmp_path / "cache", lock_backend=backend)
+    other = DirectoryStore(tmp_path / "cache", lock_backend=backend)
+    with holder._locks.hold(key(1), time.monotonic() + 60):
+        # A wait on key(1)'s lock would outlast the test's deadline.
+        assert other.get_or_compute(key(2), lambda: "free", timeout=60) == "free"
+
+
+def test_flock_unsupported_falls_back_to_lease_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_flock(fd: int, op: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    store = DirectoryStore(tmp_path / "cache")
+    assert store.get_or_compute(key(1), lambda: 1) == 1
+    assert store._locks.backend == "lease"
+    assert store.get_or_compute(key(2), lambda: 2) == 2
+    assert os.listdir(store.path / "leases") == []
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("owner", ["dead-process", "stale-heartbeat"])
+def test_abandoned_lease_is_taken_over(tmp_path: Path, owner: str) -> None:
+    store = DirectoryStore(tmp_path / "cache", lock_backend="lease")
+    leases = store.path / "leases"
+    leases.mkdir()
+    lease = leases / f"{key(1)}.lease"
+    if owner == "dead-process":
+        body = {"host": _fsutil.HOST, "pid": w.dead_pid(), "time": time.time(), "token": "0"}
+        lease.write_text(json.dumps(body))
+    else:
+        lease.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0, "token": "0"}))
+        old = time.time() - 3600
+        os.utime(lease, (old, old))
+    # A waiter that could not take over would time out and leave the lease behind.
+    assert store.get_or_compute(key(1), lambda: "taken over", timeout=15) == "taken over"
+    assert os.listdir(leases) == []
+
+
+def test_live_lease_of_this_process_is_waited_for(tmp_path: Path) -> None:
+    holder = DirectoryStore(tmp_path / "cache", lock_backend="lease")
+    waiter = DirectoryStore(tmp_path / "cache", lock_backend="lease")
+    with holder._locks.hold(key(1), time.monotonic() + 10):
+        assert waiter.get_or_compute(key(1), lambda: "own", timeout=0.2) == "own"
+        assert os.listdir(holder.path / "leases") == [f"{key(1)}.lease"]
+    assert os.listdir(holder.path / "leases") == []
+
+
+def test_lease_heartbeat_keeps_a_long_computation_from_being_taken_over(tmp_path: Path) -> None:
+    holder = KeyLocks(str(tmp_path), backend="lease", stale_after=1.0)
+    waiter = KeyLocks(str(tmp_path), backend="lease", stale_after=1.0)
+    with holder.hold("name", time.monotonic() + 10) as held:
+        assert held
+        # Waiting well past stale_after: only the heartbeat keeps the lease fresh.
+        with waiter.hold("name", time.monotonic() + 2.5) as taken:
+            assert not taken
+    assert os.listdir(tmp_path) == []
+
+
+def test_sweep_removes_unheld_lock_files_and_keeps_held_ones(tmp_path: Path) -> None:
+    locks = KeyLocks(str(tmp_path), backend="flock")
+    (tmp_path / "left-by-a-killed-holder.lock").write_bytes(b"")
+    with locks.hold("busy", time.monotonic() + 5):
+        assert locks.sweep() == 1
+        assert os.listdir(tmp_path) == ["busy.lock"]
+    assert os.listdir(tmp_path) == []
+
+
+def test_unknown_lock_backend_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lock_backend"):
+        DirectoryStore(tmp_path / "cache", lock_backend="posix")
