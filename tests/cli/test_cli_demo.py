@@ -1,0 +1,76 @@
+"""`stepcache demo`: the reference toolchain run without cache, cold and warm."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stepcache.cli import _demo
+
+REPORT = {
+    "runs": [
+        {"name": "no-cache", "wall_s": 4.0, "compiles": 6, "translations": 6, "hits": 0,
+         "misses": 0, "instances": 0, "entries": 0, "new_keys": 0},
+        {"name": "cold", "wall_s": 5.0, "compiles": 6, "translations": 6, "hits": 0,
+         "misses": 12, "instances": 2, "entries": 12, "new_keys": 12},
+        {"name": "warm", "wall_s": 1.25, "compiles": 0, "translations": 0, "hits": 12,
+         "misses": 0, "instances": 2, "entries": 12, "new_keys": 0},
+    ],
+    "verified": True,
+    "programs": 6,
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc").split()[0]) is None,
+    reason="the demo compiles C and no C compiler ($CC or cc) is on PATH",
+)
+def test_demo_json_uses_the_store_given_and_the_warm_run_adds_no_key(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    env = {k: v for k, v in os.environ.items() if k != "STEPCACHE_DIR"}
+    cmd = [sys.executable, "-m", "stepcache.cli", "--store", str(root)]
+    proc = subprocess.run(
+        [*cmd, "demo", "--programs", "2", "--workers", "1", "--json"],
+        capture_output=True, text=True, timeout=180, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert set(doc) == {"runs", "verified", "programs"}
+    assert doc["verified"] is True
+    runs = {run["name"]: run for run in doc["runs"]}
+    assert list(runs) == ["no-cache", "cold", "warm"]
+    assert runs["no-cache"]["compiles"] == runs["cold"]["compiles"] == 2
+    warm = runs["warm"]
+    assert (warm["compiles"], warm["translations"], warm["misses"], warm["new_keys"]) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert warm["entries"] == runs["cold"]["entries"] == runs["cold"]["new_keys"] > 0
+    listed = subprocess.run(
+        [*cmd, "ls", "--json"], capture_output=True, text=True, timeout=60, env=env, check=True
+    )
+    assert len(json.loads(listed.stdout)) == warm["entries"]
+
+
+def test_demo_table_has_a_row_per_run_and_the_ratios(capsys: pytest.CaptureFixture[str]) -> None:
+    _demo._print_report(REPORT)
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("run"))
+    columns = "run wall compiled translated hits misses opened entries new keys"
+    assert header.split() == columns.split(" ")
+    cells = [line.split() for line in lines]
+    rows = {c[0]: c[1:] for c in cells if len(c) == 9 and c[0] in ("cold", "warm")}
+    assert rows["cold"] == ["5.00s", "6", "6", "0", "12", "2", "12", "12"]
+    assert rows["warm"] == ["1.25s", "0", "0", "12", "0", "2", "12", "0"]
+    assert "warm run: 4.0x faster than cold" in lines
+    assert "cold vs no cache: +25% wall time (the cost of filling the cache)" in lines
+    assert "verified: yes" in lines
