@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stepcache.cached import CachedStep, MissReport
+from stepcache.cached import CachedDirStep, CachedStep, MissReport
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
     CompilerError,
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "CachedDirStep",
     "CachedStep",
     "Chain",
     "CompilerError",

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import xxhash
@@ -22,7 +23,14 @@ from stepcache.identity import CodeIdentity, Toolchain, code_identity
 from stepcache.step import FunctionStep, StepBase
 from stepcache.stores.base import Store
 
-__all__ = ["CachedStep", "MissReport", "compare_to_nearest", "default_label", "describe_change"]
+__all__ = [
+    "CachedDirStep",
+    "CachedStep",
+    "MissReport",
+    "compare_to_nearest",
+    "default_label",
+    "describe_change",
+]
 
 log = logging.getLogger("stepcache")
 _KEY_VERSION = "stepcache.CachedStep/1"
@@ -240,6 +248,9 @@ class CachedStep(StepBase):
             key, lambda: self.step(inp), timeout=self.timeout, info=info
         )
 
+    def _info(self, inp: Any) -> Mapping[str, Any]:
+        return _EntryInfo(self, inp, self.label_for(inp))
+
     def explain(self, inp: Any) -> MissReport:
         """Say whether ``inp`` hits and, if not, which parts differ from the nearest entry.
 
@@ -275,3 +286,30 @@ class CachedStep(StepBase):
                     f"{type(self.step).__name__} refused it: {exc}"
                 ) from exc
         return dataclasses.replace(self, **own)
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedDirStep(CachedStep):
+    """A :class:`CachedStep` for steps that return a new directory (a build tree).
+
+    The directory is handed to the store with ``put_dir`` (moved there when
+    it is on the same filesystem) and later calls return the stored copy, via
+    single-flight :meth:`~stepcache.Store.get_or_compute_dir`: of many
+    processes building the same program at once, one compiles.
+
+    >>> import dataclasses, pathlib, tempfile, stepcache as sc
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Build(sc.StepBase):
+    ...     def __call__(self, name: str) -> pathlib.Path:
+    ...         out = pathlib.Path(tempfile.mkdtemp())
+    ...         _ = (out / f"lib{name}.so").write_bytes(b"ELF")
+    ...         return out
+    >>> build = sc.CachedDirStep(Build(), sc.DirectoryStore(tempfile.mkdtemp()))
+    >>> build("lap") == build("lap"), sorted(p.name for p in build("lap").iterdir())
+    (True, ['liblap.so'])
+    """
+
+    def __call__(self, inp: Any, /) -> Path:
+        return self.store.get_or_compute_dir(
+            self.key_for(inp), lambda: self.step(inp), timeout=self.timeout, info=self._info(inp)
+        )

@@ -11,7 +11,6 @@ import stepcache as sc
 from stepcache.demo.dsl import Field, stencil
 from stepcache.demo.ir import Program
 from stepcache.demo.pipeline import (
-    CachedBuild,
     Compile,
     Pipeline,
     Source,
@@ -88,7 +87,7 @@ def test_cached_pipeline_hits_skip_translation_and_compilation() -> None:
     specs = [s for s in suite(8) if s.dtype == "float64"]
     pipeline = make_pipeline(store)
     assert isinstance(pipeline.translate, sc.CachedStep)
-    assert isinstance(pipeline.compile, CachedBuild)
+    assert isinstance(pipeline.compile, sc.CachedDirStep)
     assert all(_run(pipeline, s) for s in specs)
     assert counters() == {"translations": len(specs), "compiles": len(specs)}
     # a new, equal pipeline (as in another test) reuses every entry

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stepcache.cached import CachedStep
+from stepcache.cached import CachedDirStep, CachedStep
 from stepcache.demo.build import compile_source, compiler_command
 from stepcache.demo.codegen import CSource, translate
 from stepcache.demo.dsl import stencil_from_source
@@ -44,7 +44,6 @@ from stepcache.step import NamedSteps, StepBase
 from stepcache.stores.base import Store
 
 __all__ = [
-    "CachedBuild",
     "Compile",
     "Load",
     "Lower",
@@ -176,33 +175,6 @@ class Compile(StepBase):
 
 
 @dataclasses.dataclass(frozen=True)
-class CachedBuild(CachedStep):
-    """A :class:`~stepcache.CachedStep` for steps that return a directory.
-
-    The directory is published with ``store.put_dir`` and found again with
-    ``store.get_dir``; the step's own copy is removed once published::
-
-        compile = CachedBuild(Compile(opt_level=3), store, code=("stepcache.demo.build",))
-        build_dir = compile(c_source)   # a directory inside (or materialised from) the store
-    """
-
-    def __call__(self, inp: Any, /) -> Path:
-        key = self.key_for(inp)
-        found = self.store.get_dir(key)
-        if found is not None:
-            return found
-        built = Path(self.step(inp))
-        if self.store.read_only:
-            return built
-        info = {"step": self.name, "label": self.label_for(inp), "manifest": self.manifest_for(inp)}
-        stored = Path(self.store.put_dir(key, built, info=info))
-        # A store that could not copy (disk full) hands back the original.
-        if stored != built:
-            shutil.rmtree(built, ignore_errors=True)
-        return stored
-
-
-@dataclasses.dataclass(frozen=True)
 class Load(StepBase):
     """Build directory -> callable :class:`~stepcache.demo.load.Kernel` (see the module example)."""
 
@@ -260,7 +232,7 @@ def make_pipeline(
             store = open_store(store)
         translate_step = CachedStep(translate_step, store, version=version, code=_TRANSLATE_CODE)
         compiler = toolchain(compiler=compiler_command(cc)[0], env=("CC", "CFLAGS"))
-        compile_step = CachedBuild(
+        compile_step = CachedDirStep(
             compile_step, store, version=version, code=_COMPILE_CODE, toolchain=compiler
         )
     return Pipeline(translate=translate_step, compile=compile_step)

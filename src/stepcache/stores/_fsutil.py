@@ -21,6 +21,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import time
 from pathlib import Path
 
@@ -156,40 +157,68 @@ def write_atomic(path: str, data: bytes, tmp_dir: str, *, durable: bool = False)
         fsync_dir(os.path.dirname(path))
 
 
-def copy_tree(src: Path, tmp_dir: str, *, durable: bool = False) -> tuple[str, int, int]:
-    """Copy directory ``src`` to a new temp directory; return (its path, files, bytes).
+def _adopt_tree(dest: str, *, durable: bool) -> tuple[int, int]:
+    """Check a tree now in the store's temp dir; return (files, bytes).
 
-    Only regular files and directories are copied; a symlink is refused
-    (it could point anywhere, including outside the copy).
+    Only regular files and directories are accepted: a symlink could point
+    anywhere, including outside the cache. Modes are narrowed to the owner's
+    (keeping the executable bit shared objects need).
     """
-    if not src.is_dir():
+    files = nbytes = 0
+    for here, dirs, names in os.walk(dest):
+        for name in (*dirs, *names):
+            path = os.path.join(here, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode) or not (
+                stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
+            ):
+                kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+                raise ValueError(f"put_dir stores regular files only; {name!r} is {kind}")
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(path, (st.st_mode & 0o700) | 0o600)
+                nbytes += st.st_size
+                files += 1
+                if durable:
+                    _fsync_file(path)
+            else:
+                os.chmod(path, 0o700)
+    os.chmod(dest, 0o700)
+    return files, nbytes
+
+
+def copy_tree(
+    src: Path, tmp_dir: str, *, durable: bool = False, move: bool = False
+) -> tuple[str, int, int]:
+    """Copy (or with ``move=True``, move) directory ``src`` into a new temp directory.
+
+    Returns (its path, files, bytes). Moving is one rename when ``src`` is on
+    the same filesystem as the store, else a copy followed by removing
+    ``src``. A tree holding anything but regular files and directories is
+    refused with :class:`ValueError`, and ``src`` is left where it was.
+    """
+    if not src.is_dir() or src.is_symlink():
         raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
     make_dirs(tmp_dir, durable=durable)
     dest = os.path.join(tmp_dir, temp_name(".dir"))
-    os.mkdir(dest, 0o700)
-    files = nbytes = 0
+    moved = False
+    if move:
+        try:
+            os.rename(src, dest)
+            moved = True
+        except OSError:  # EXDEV and friends: copy instead
+            pass
     try:
-        for here, dirs, names in os.walk(src):
-            rel = os.path.relpath(here, src)
-            target = os.path.normpath(os.path.join(dest, rel))
-            for name in (*dirs, *names):
-                if os.path.islink(os.path.join(here, name)):
-                    raise ValueError(
-                        f"put_dir stores regular files only; {here}/{name} is a symlink"
-                    )
-            for name in dirs:
-                os.mkdir(os.path.join(target, name), 0o700)
-            for name in names:
-                out = os.path.join(target, name)
-                shutil.copy2(os.path.join(here, name), out, follow_symlinks=False)
-                os.chmod(out, (os.stat(out).st_mode & 0o755) | 0o600)
-                nbytes += os.path.getsize(out)
-                files += 1
-                if durable:
-                    _fsync_file(out)
+        if not moved:
+            shutil.copytree(src, dest, symlinks=True)
+        files, nbytes = _adopt_tree(dest, durable=durable)
     except BaseException:
+        if moved:
+            with contextlib.suppress(OSError):
+                os.rename(dest, src)
         shutil.rmtree(dest, ignore_errors=True)
         raise
+    if move and not moved:
+        shutil.rmtree(src, ignore_errors=True)
     return dest, files, nbytes
 
 

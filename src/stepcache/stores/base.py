@@ -340,28 +340,81 @@ class Store(MutableMapping[str, Any], abc.ABC):
         Waiting never blocks other keys; a waiter whose holder died takes
         over, and one that waited ``timeout`` seconds (default
         ``lock_timeout``) computes itself. A failing write never fails the
-        call.
+        call. ``info`` (``step``, ``label``, ...) is recorded with the entry
+        and counts the outcome per step.
         """
         validate_key(key)
+
+        def produce() -> _T:
+            value = fn()
+            self._store_result(key, value, info)
+            return value
+
+        return self._single_flight_get(key, self._lookup, produce, timeout, info)  # type: ignore[no-any-return]
+
+    def get_or_compute_dir(
+        self,
+        key: str,
+        build: Callable[[], str | os.PathLike[str]],
+        *,
+        timeout: float | None = None,
+        info: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """The directory stored under ``key``, or ``build()``'s directory, stored (single-flight).
+
+        ``build`` returns a new directory (a build tree) that the store takes
+        over: it is moved into the store where possible (see :meth:`put_dir`)
+        and the stored copy is returned. Waiting, take-over and timeouts work
+        as in :meth:`get_or_compute`; a read-only store returns the built
+        directory itself.
+
+        >>> import pathlib, tempfile, stepcache as sc
+        >>> def build():
+        ...     out = pathlib.Path(tempfile.mkdtemp())
+        ...     _ = (out / "lib.so").write_bytes(b"ELF")
+        ...     return out
+        >>> store = sc.DirectoryStore(tempfile.mkdtemp())
+        >>> (store.get_or_compute_dir("ab" * 16, build) / "lib.so").read_bytes()
+        b'ELF'
+        """
+        validate_key(key)
+
+        def find(key: str) -> Any:
+            found = self._find_dir(key)
+            return MISSING if found is None else found
+
+        def produce() -> Path:
+            built = Path(build())
+            if self.read_only:
+                return built
+            return self.put_dir(key, built, info=info, move=True)
+
+        return self._single_flight_get(key, find, produce, timeout, info)  # type: ignore[no-any-return]
+
+    def _single_flight_get(
+        self,
+        key: str,
+        find: Callable[[str], Any],
+        produce: Callable[[], Any],
+        timeout: float | None,
+        info: Mapping[str, Any] | None,
+    ) -> Any:
+        """``find(key)``, else -- holding the key -- find again, else ``produce()``; counted."""
         step = "" if info is None else str(info.get("step", ""))
-        value = self._lookup(key)
+        value = find(key)
         if value is MISSING:
             wait = self.lock_timeout if timeout is None else timeout
             with self._single_flight(key, time.monotonic() + wait) as held:
                 if held:
-                    value = self._lookup(key)
+                    value = find(key)
                 if value is MISSING:
                     label = "" if info is None else str(info.get("label", ""))
                     self._counters.miss(step, label, key)
-                    value = fn()
-                    self._store_result(key, value, info, step)
-                    return value
+                    return produce()
         self._counters.add("hits", step=step)
-        return value  # type: ignore[no-any-return]
+        return value
 
-    def _store_result(
-        self, key: str, value: Any, info: Mapping[str, Any] | None, step: str
-    ) -> None:
+    def _store_result(self, key: str, value: Any, info: Mapping[str, Any] | None) -> None:
         if self.read_only:
             return
         try:
@@ -372,29 +425,48 @@ class Store(MutableMapping[str, Any], abc.ABC):
                 "encode", "stepcache: cannot store a %s result: %s", type(value).__name__, exc
             )
             return
-        self._save_blob(key, blob, step)
+        self._save_blob(key, blob, None if info is None else str(info.get("step", "")))
 
     # -- artifact directories --------------------------------------------
     def put_dir(
-        self, key: str, src_dir: str | os.PathLike[str], *, info: Mapping[str, Any] | None = None
+        self,
+        key: str,
+        src_dir: str | os.PathLike[str],
+        *,
+        info: Mapping[str, Any] | None = None,
+        move: bool = False,
     ) -> Path:
         """Store a copy of directory ``src_dir``; return where it can be read from.
 
         This default archives the tree into one entry; stores with a local
-        directory keep it as a directory instead.
+        directory keep it as a directory instead. ``move=True`` hands
+        ``src_dir`` over to the store, which removes it once stored.
         """
         validate_key(key)
         self._check_writable()
-        payload = _archive.pack_tree(Path(src_dir))
-        self._save_blob(key, self._pack(key, payload, {"kind": "dir", **(info or {})}))
+        src = Path(src_dir)
+        payload = _archive.pack_tree(src)
+        step = None if info is None else str(info.get("step", ""))
+        if not self._save_blob(
+            key, self._pack(key, payload, {**(info or {}), "kind": "dir"}), step
+        ):
+            return src
+        if move:
+            import shutil
+
+            shutil.rmtree(src, ignore_errors=True)
         return self._materialize(key, payload)
 
     def get_dir(self, key: str) -> Path | None:
-        """A directory with the contents stored by :meth:`put_dir`, or ``None`` (counted)."""
-        value = self.get(key)
-        if not isinstance(value, bytes):
-            return None
-        return self._materialize(key, value)
+        """The directory :meth:`put_dir` stored under ``key``, or ``None``; counted."""
+        found = self._find_dir(validate_key(key))
+        self._counters.add("misses" if found is None else "hits")
+        return found
+
+    def _find_dir(self, key: str) -> Path | None:
+        """The stored directory for ``key``, uncounted (this default unpacks the archive)."""
+        value = self._lookup(key)
+        return self._materialize(key, value) if isinstance(value, bytes) else None
 
     def _materialize(self, key: str, payload: bytes) -> Path:
         if self._dir_cache is None:

@@ -215,14 +215,21 @@ class DirectoryStore(Store):
 
     # -- artifact directories ------------------------------------------------
     def put_dir(
-        self, key: str, src_dir: str | os.PathLike[str], *, info: Mapping[str, Any] | None = None
+        self,
+        key: str,
+        src_dir: str | os.PathLike[str],
+        *,
+        info: Mapping[str, Any] | None = None,
+        move: bool = False,
     ) -> Path:
         """Store a copy of directory ``src_dir`` as ``<key>.d``; return the stored copy's path.
 
         The copy is made in ``tmp/`` and published by one rename, so no reader
-        ever sees part of it. An existing directory for ``key`` is kept (it
-        may be in use); a failed copy (disk full) is counted and logged, and
-        ``src_dir`` itself is returned.
+        ever sees part of it. With ``move=True`` the store takes ``src_dir``
+        over: one rename when it is on the store's filesystem, else a copy
+        and its removal. An existing directory for ``key`` is kept (it may
+        be in use); a failed copy (disk full) is counted and logged, and
+        ``src_dir`` itself is returned (and kept).
 
         >>> import tempfile, pathlib, stepcache as sc
         >>> src = pathlib.Path(tempfile.mkdtemp()); _ = (src / "lib.so").write_bytes(b"ELF")
@@ -237,7 +244,7 @@ class DirectoryStore(Store):
             raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
         dest = self._path(key) + ".d"
         try:
-            tmp, files, nbytes = _fsutil.copy_tree(src, self._tmp, durable=self.durable)
+            tmp, files, nbytes = _fsutil.copy_tree(src, self._tmp, durable=self.durable, move=move)
             _fsutil.publish_dir(tmp, dest, durable=self.durable)
         except OSError as exc:
             self._counters.add("errors")
@@ -251,25 +258,17 @@ class DirectoryStore(Store):
         self._save_blob(key, self._pack(key, marker, {**(info or {}), "kind": "dir"}), step)
         return Path(dest)
 
-    def get_dir(self, key: str) -> Path | None:
-        """The directory :meth:`put_dir` stored under ``key``, or ``None``; counts a hit or miss.
-
-        >>> import tempfile, stepcache as sc
-        >>> sc.DirectoryStore(tempfile.mkdtemp()).get_dir("ab" * 16) is None
-        True
-        """
-        value = self._lookup(validate_key(key))
+    def _find_dir(self, key: str) -> Path | None:
+        value = self._lookup(key)
         dest = self._path(key) + ".d"
         if isinstance(value, dict) and value.get("kind") == "dir":
             if os.path.isdir(dest):
-                self._counters.add("hits")
                 return Path(dest)
             self._discard(key, "its artifact directory is missing")
         elif value is not MISSING:
             self._say_once(
                 "not-dir", "stepcache: entry %s in %s is not a directory", key, self.spec
             )
-        self._counters.add("misses")
         return None
 
     # -- eviction --------------------------------------------------------------

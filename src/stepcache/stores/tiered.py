@@ -332,31 +332,35 @@ class TieredStore(Store):
 
     # -- artifact directories ----------------------------------------------------------
     def put_dir(
-        self, key: str, src_dir: str | os.PathLike[str], *, info: Mapping[str, Any] | None = None
+        self,
+        key: str,
+        src_dir: str | os.PathLike[str],
+        *,
+        info: Mapping[str, Any] | None = None,
+        move: bool = False,
     ) -> Path:
         """Store directory ``src_dir`` locally (as a directory) and remotely (as an archive)."""
         validate_key(key)
         self._check_writable()
-        path = self.local.put_dir(key, src_dir, info=info)
+        # Archive before the local tier may move the tree away.
+        blob = None
         if self._remote_writable():
             blob = self._pack(
                 key, _archive.pack_tree(Path(src_dir)), {"kind": "dir", **(info or {})}
             )
+        path = self.local.put_dir(key, src_dir, info=info, move=move)
+        if blob is not None:
             self._remote_call("write", lambda: self.remote._save(key, blob), None)
         return path
 
-    def get_dir(self, key: str) -> Path | None:
+    def _find_dir(self, key: str) -> Path | None:
         """The directory stored under ``key``, from the local tier or copied from the remote."""
-        validate_key(key)
-        path = self.local.get_dir(key)
+        path = self.local._find_dir(key)
         if path is not None:
             return path
         value, blob = self._remote_lookup(key)
         if blob is None or not isinstance(value, bytes):
             return None
-        # The local tier counted a miss; the remote turned it into a hit.
-        self._counters.add("misses", -1)
-        self._counters.add("hits")
         if not self._may_backfill():
             return self._materialize(key, value)
         info = {k: v for k, v in codec.read_header(blob).info.items() if k != "kind"}

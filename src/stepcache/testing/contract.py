@@ -260,6 +260,30 @@ class StoreContract:
         stats = store.stats()
         assert (stats.hits, stats.misses) == (1, 1)
 
+    def test_get_or_compute_dir_builds_once_and_takes_the_tree_over(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        builds: list[Path] = []
+
+        def build() -> Path:
+            out = tmp_path / f"build{len(builds)}"
+            out.mkdir()
+            (out / "libp.so").write_bytes(b"\x7fELF" * 100)
+            builds.append(out)
+            return out
+
+        info = {"step": "Compile", "label": "lap"}
+        first = store.get_or_compute_dir(key(1), build, info=info)
+        again = store.get_or_compute_dir(key(1), build, info=info)
+        assert len(builds) == 1
+        assert not builds[0].exists()  # handed over to the store
+        assert tree(first) == tree(again) == {"libp.so": b"\x7fELF" * 100}
+        header = store.header(key(1))
+        assert header is not None
+        assert (header.step, header.label) == ("Compile", "lap")
+        steps = store.stats().steps["Compile"]
+        assert (steps.hits, steps.misses, steps.writes) == (1, 1, 1)
+
     # -- options, read-only, pickling ------------------------------------------
     def test_read_only_store_refuses_writes(self, store: Store, tmp_path: Path) -> None:
         store[key(1)] = "kept"
