@@ -10,6 +10,7 @@ import textwrap
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,9 +56,10 @@ def _write_pkg(root: Path, body: str) -> Path:
     return mod
 
 
-def _run(src: Path, cache: Path, env: dict[str, str], *extra: str) -> dict[str, object]:
+def _python(script: str, env: dict[str, str], *args: str) -> Any:
+    """Run ``script`` in a fresh interpreter; return the JSON it prints."""
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(src), str(cache), *extra],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -65,7 +67,11 @@ def _run(src: Path, cache: Path, env: dict[str, str], *extra: str) -> dict[str, 
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+    return json.loads(proc.stdout)
+
+
+def _run(src: Path, cache: Path, env: dict[str, str], *extra: str) -> dict[str, object]:
+    return _python(CHILD, env, str(src), str(cache), *extra)  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -103,16 +109,7 @@ def test_explain_names_the_edited_file(tmp_path: Path, env: dict[str, str]) -> N
     _run(src, cache, env)
     _write_pkg(src, "def optimise(x):\n    return x + 2\n")
     script = CHILD.replace("out = {", "out = {'reason': declared.explain(3).reason, ")
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(src), str(cache)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    reason = json.loads(proc.stdout)["reason"]
+    reason = _python(script, env, str(src), str(cache))["reason"]
     assert "code[passes_pkg]: passes_pkg/opt.py changed" in reason
 
 
@@ -124,17 +121,7 @@ def test_memo_is_written_once_and_reused(tmp_path: Path, env: dict[str, str]) ->
         "from stepcache.identity import code_identity;"
         "print(json.dumps(code_identity('passes_pkg').digest))"
     )
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", probe, str(src)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=True,
-        ).stdout
-        for _ in range(2)
-    ]
+    runs = [_python(probe, env, str(src)) for _ in range(2)]
     assert runs[0] == runs[1]
     memo_files = list((tmp_path / "memo").glob("code-*.json"))
     assert len(memo_files) == 1
@@ -221,16 +208,7 @@ def test_wheel_identity_comes_from_record_without_reading_sources(
     results = []
     for version, body in (("1.0", "def f():\n    return 1\n"), ("1.0", "def f():\n    return 2\n")):
         _install(_build_wheel(tmp_path, version, body), site)
-        proc = subprocess.run(
-            [sys.executable, "-c", WHEEL_PROBE, str(site)],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-        results.append(json.loads(proc.stdout))
+        results.append(_python(WHEEL_PROBE, env, str(site)))
     assert [r["source"] for r in results] == ["record", "record"]
     assert results[0]["opened"] == []
     assert results[1]["opened"] == []
