@@ -25,6 +25,7 @@ from stepcache.errors import (
     StepCacheError,
     StoreUnavailableError,
     UnfingerprintableError,
+    UnsafeStoreError,
 )
 from stepcache.fingerprint import field, fingerprint, register_fingerprint
 from stepcache.identity import Toolchain, code_identity, toolchain
@@ -67,6 +68,7 @@ __all__ = [
     "Toolchain",
     "StoreUnavailableError",
     "UnfingerprintableError",
+    "UnsafeStoreError",
     "__version__",
     "chain",
     "code_identity",

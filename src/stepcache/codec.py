@@ -11,7 +11,7 @@ An entry is one ``bytes`` blob, the same on disk and in Redis::
     8       4     info length I  (UTF-8 JSON: step, label, manifest, ...)
     12      8     payload length P
     20      8     created (float seconds since the epoch)
-    28      8     xxh3-64 checksum of everything after the prefix
+    28      8     xxh3-64 checksum of every other byte of the entry
     36      K     key (ASCII hex)
     36+K    I     info JSON
     ...     32    HMAC-SHA256 of all bytes before it and the payload (signed only)
@@ -19,9 +19,13 @@ An entry is one ``bytes`` blob, the same on disk and in Redis::
 
 Readers verify length, key, checksum and (when a secret is set) the HMAC
 *before* decoding the payload; anything that does not verify raises
-:class:`CorruptEntry`, which stores turn into a counted miss. The info JSON is
-plain text, so labels and step names are readable (and greppable) without
-unpickling anything.
+:class:`CorruptEntry`, which stores turn into a counted miss. The parsers
+raise nothing else, whatever the bytes (a property test feeds them arbitrary
+and mutated entries). The checksum catches damage, not forgery: only the HMAC
+proves who wrote an entry, so a store reading entries that others can write
+needs a secret (see ``docs/security.md``). The info JSON is plain text, so
+labels and step names are readable (and greppable) without unpickling
+anything.
 """
 
 from __future__ import annotations
@@ -55,11 +59,21 @@ _PREFIX = struct.Struct("<4sBBBBIQdQ")
 PREFIX_SIZE: Final = _PREFIX.size  # 36
 _SIG_SIZE: Final = 32
 _FLAG_SIGNED: Final = 1
+_CHECKSUM_AT: Final = PREFIX_SIZE - 8
+#: creation times past this (the year 5138) are damage, and would break date formatting
+_MAX_CREATED: Final = 1e11
 
 PICKLE, RAW, SAFE = 0, 1, 2
 CODECS: Final[Mapping[str, int]] = {"pickle": PICKLE, "raw": RAW, "safe": SAFE}
 _CODEC_NAMES: Final = {v: k for k, v in CODECS.items()}
-_checksum = xxhash.xxh3_64_intdigest
+
+
+def _checksum(view: memoryview) -> int:
+    # Every byte but the checksum's own: a damaged codec id or length field
+    # must not turn one valid entry into another (raw bytes read as JSON).
+    digest = xxhash.xxh3_64(view[:_CHECKSUM_AT])
+    digest.update(view[PREFIX_SIZE:])
+    return digest.intdigest()
 
 
 class CorruptEntry(Exception):
@@ -154,10 +168,10 @@ def pack_entry(
             mac.update(part)
         parts.insert(2, mac.digest())
     # Hash and join the parts once: a 1 MB payload is never copied but into the blob.
-    digest = xxhash.xxh3_64()
+    digest = xxhash.xxh3_64(prefix[:_CHECKSUM_AT])
     for part in parts:
         digest.update(part)
-    struct.pack_into("<Q", prefix, PREFIX_SIZE - 8, digest.intdigest())
+    struct.pack_into("<Q", prefix, _CHECKSUM_AT, digest.intdigest())
     return b"".join((prefix, *parts))
 
 
@@ -176,6 +190,8 @@ def _parse_prefix(blob: bytes | memoryview) -> tuple[int, int, int, int, int, fl
         raise CorruptEntry("foreign file: bad magic")
     if version != FORMAT_VERSION:
         raise CorruptEntry(f"entry format {version}, this stepcache reads {FORMAT_VERSION}")
+    if not 0.0 <= created < _MAX_CREATED:  # also false for NaN
+        raise CorruptEntry(f"implausible creation time {created!r}")
     return flags, codec_id, klen, ilen, plen, created, checksum
 
 
@@ -190,8 +206,8 @@ def read_header(blob: bytes | memoryview, *, key: str | None = None) -> EntryHea
         raise CorruptEntry(f"entry is for key {entry_key!r}, not {key!r}")
     try:
         info = json.loads(bytes(blob[PREFIX_SIZE + klen : end]))
-    except ValueError as exc:
-        raise CorruptEntry(f"unreadable info: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
+        raise CorruptEntry(f"unreadable info: {type(exc).__name__}: {exc}") from None
     if not isinstance(info, dict):
         raise CorruptEntry("info is not an object")
     signed = bool(flags & _FLAG_SIGNED)
@@ -216,7 +232,7 @@ def unpack_entry(
     view = memoryview(blob)
     if view[PREFIX_SIZE : PREFIX_SIZE + klen] != key.encode("ascii"):
         raise CorruptEntry("entry belongs to another key")
-    if _checksum(view[PREFIX_SIZE:]) != checksum:
+    if _checksum(view) != checksum:
         raise CorruptEntry("checksum mismatch")
     if secret is not None:
         if not signed:

@@ -8,7 +8,9 @@
     ├── InvalidKeyError(StepCacheError, ValueError)
     │       a key is not the hex form ``fingerprint`` produces
     ├── StoreUnavailableError(StepCacheError, OSError)
-    │       a store cannot be opened or reached at all
+    │   │   a store cannot be opened or reached at all
+    │   └── UnsafeStoreError(StoreUnavailableError, PermissionError)
+    │           a cache directory others could write to (owner, mode or symlinks)
     ├── ReadOnlyStoreError(StepCacheError, PermissionError)
     │       a write to a store opened ``read_only=True``
     ├── LockTimeoutError(StepCacheError, TimeoutError)
@@ -40,6 +42,7 @@ __all__ = [
     "StepCacheError",
     "StoreUnavailableError",
     "UnfingerprintableError",
+    "UnsafeStoreError",
 ]
 
 
@@ -68,6 +71,22 @@ class InvalidKeyError(StepCacheError, ValueError):
 
 class StoreUnavailableError(StepCacheError, OSError):
     """A store cannot be opened or reached (bad spec, missing server, no access)."""
+
+
+class UnsafeStoreError(StoreUnavailableError, PermissionError):
+    """A cache directory that someone else could write to is refused.
+
+    Whoever can write a cache's entries can run code in every process that
+    reads them (a pickle is a program), so a :class:`~stepcache.DirectoryStore`
+    refuses a root owned by another user, or writable by group or others
+    (unless opened with ``shared=True``), and a tree holding symlinks where
+    its own directories belong. The message says what to change; see
+    ``docs/security.md``.
+
+    >>> import stepcache.errors as errors
+    >>> issubclass(errors.UnsafeStoreError, (errors.StoreUnavailableError, PermissionError))
+    True
+    """
 
 
 class ReadOnlyStoreError(StepCacheError, PermissionError):

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import re
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
@@ -65,6 +66,9 @@ def _resolve_secret(secret: bytes | str | None) -> bytes | None:
         secret = os.environ.get("STEPCACHE_SECRET") or None
     if isinstance(secret, str):
         secret = secret.encode()
+    if secret is not None and not secret:
+        # An empty key would sign nothing yet demand signatures: every read a miss.
+        raise ValueError("secret must not be empty; pass None (or unset it) for unsigned entries")
     return secret
 
 
@@ -466,7 +470,13 @@ class Store(MutableMapping[str, Any], abc.ABC):
     def _find_dir(self, key: str) -> Path | None:
         """The stored directory for ``key``, uncounted (this default unpacks the archive)."""
         value = self._lookup(key)
-        return self._materialize(key, value) if isinstance(value, bytes) else None
+        if not isinstance(value, bytes):
+            return None
+        try:
+            return self._materialize(key, value)
+        except (tarfile.TarError, ValueError) as exc:  # verified bytes, but not an archive
+            self._discard(key, f"not a directory archive: {exc}")
+            return None
 
     def _materialize(self, key: str, payload: bytes) -> Path:
         if self._dir_cache is None:

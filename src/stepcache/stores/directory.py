@@ -11,20 +11,27 @@ Layout under the root (see ``docs/`` for the entry format)::
 
 Readers take no lock: every file is published by rename, so a reader sees a
 whole entry or none, and a torn file (crash without ``durable=True``) fails
-its checksum and reads as a miss. Opening an existing store is one ``stat``.
+its checksum and reads as a miss. Opening an existing store costs two
+``stat`` calls (the root's owner and mode, the tag) and writes nothing.
+
+Whoever can write the tree can run code in its readers (see
+``docs/security.md``), so the root must be the user's own and writable by
+nobody else, unless the store is opened ``shared=True``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from stepcache import codec
-from stepcache.errors import StoreUnavailableError
+from stepcache.errors import StoreUnavailableError, UnsafeStoreError
 from stepcache.stores import _fsutil
 from stepcache.stores._dirstate import (
     Cleaner,
@@ -49,10 +56,40 @@ TAG: Final = (
     b"# This file is a cache directory tag created by stepcache.\n"
     b"# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
-_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+# O_NOFOLLOW: a symlink at an entry's path is no entry; O_NONBLOCK: nor is a FIFO to hang on.
+_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _HEADER_READ: Final = 16384  # covers prefix, key and the info of nearly every entry
 _TOUCH_AFTER: Final = 60.0  # seconds: resolution of "recently used" for eviction
 _STALE_TEMP: Final = 3600.0
+_OWN_DIRS: Final = ("v1", "tmp", "leases", "stats")
+
+
+def _check_root(root: str, st: os.stat_result, *, shared: bool = False) -> None:
+    """Raise :class:`UnsafeStoreError` if users other than this one could write ``root``.
+
+    Refused: a directory writable by others; unless ``shared``, one owned by
+    another user (root's own are fine) or writable by its group.
+
+    >>> _check_root("/x", os.stat_result((0o40700, 0, 0, 0, os.geteuid(), 0, 0, 0, 0, 0)))
+    """
+    if not stat.S_ISDIR(st.st_mode):
+        raise StoreUnavailableError(f"{root} is not a directory; pass a directory for the cache")
+    why = "could plant entries that run code in this process (docs/security.md)"
+    if st.st_mode & stat.S_IWOTH:
+        raise UnsafeStoreError(f"{root} is writable by every user, who {why}; chmod o-w {root}")
+    if shared:
+        return
+    if st.st_uid not in (os.geteuid(), 0):
+        raise UnsafeStoreError(
+            f"{root} belongs to another user (uid {st.st_uid}), who {why}; use a cache "
+            "directory of your own (STEPCACHE_DIR), or open it with shared=True if it is "
+            "a group cache whose members you trust"
+        )
+    if st.st_mode & stat.S_IWGRP:
+        raise UnsafeStoreError(
+            f"{root} is writable by its group, whose members {why[4:]}; chmod g-w {root}, "
+            "or open it with shared=True if it is a group cache whose members you trust"
+        )
 
 
 class DirectoryStore(Store):
@@ -64,6 +101,13 @@ class DirectoryStore(Store):
     picks how ``get_or_compute`` excludes other processes: ``"auto"``
     (flock, falling back to lease files where flock is unsupported),
     ``"flock"`` or ``"lease"``.
+
+    The root must belong to this user (or root) and be writable by nobody
+    else, else :class:`~stepcache.errors.UnsafeStoreError`: anyone who can
+    write entries can run code in every reader. ``shared=True`` accepts a
+    group's cache (any owner, group-writable, never writable by all); a new
+    one is created setgid 2770, and its files 0660. Sign the entries of a
+    shared cache with ``secret=`` or ``$STEPCACHE_SECRET``.
 
     >>> import tempfile, stepcache as sc
     >>> store = sc.DirectoryStore(tempfile.mkdtemp())
@@ -84,6 +128,7 @@ class DirectoryStore(Store):
         durable: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         lock_backend: str = "auto",
+        shared: bool = False,
     ) -> None:
         super().__init__(read_only=read_only, secret=secret, codec=codec, lock_timeout=lock_timeout)
         for name, limit in (("max_bytes", max_bytes), ("max_age", max_age)):
@@ -93,8 +138,9 @@ class DirectoryStore(Store):
         self._root = root
         self.spec = f"dir://{root}"
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
-        self.lock_backend = lock_backend
+        self.lock_backend, self.shared = lock_backend, shared
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
+        self._open_root()
         self._locks = KeyLocks(f"{root}/leases", backend=lock_backend, warn=self._say_once)
         self._cleaner = (
             Cleaner(max_bytes, max_age) if (max_bytes or max_age) and not read_only else None
@@ -105,21 +151,52 @@ class DirectoryStore(Store):
         self._stats_file = None if read_only else StatsFile(self._counters, root, durable)
         if self._stats_file is not None:
             self._stats_file.flush_at_exit(self)
-        if not read_only and not os.path.exists(f"{root}/CACHEDIR.TAG"):
-            self._create(root)
 
     @property
     def path(self) -> Path:
         """The root directory of the store."""
         return Path(self._root)
 
+    def _open_root(self) -> None:
+        """Check who can write the root (see :func:`_check_root`); create the store if new."""
+        root = self._root
+        try:
+            st: os.stat_result | None = os.stat(root)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"cannot open the cache directory {root}: {exc}; "
+                "pass a writable path or set STEPCACHE_DIR"
+            ) from exc
+        if st is not None:
+            _check_root(root, st, shared=self.shared)
+        if self.shared and self._secret is None:
+            self._say_once(
+                "unsigned",
+                "stepcache: %s is shared but has no secret, so entries are not signed and "
+                "any member of its group can run code in every reader; set STEPCACHE_SECRET "
+                "(the same for the whole group) or pass secret=",
+                self.spec,
+            )
+        if not self.read_only and (st is None or not os.path.exists(f"{root}/CACHEDIR.TAG")):
+            self._create(root)
+
     def _create(self, root: str) -> None:
         # Many processes may create the same new store at once: every step
         # either tolerates an existing result or replaces it atomically.
         try:
             _fsutil.make_dirs(root, durable=self.durable)
+            st = os.stat(root)
+            if self.shared and st.st_uid == os.geteuid() and not _fsutil.is_group_dir(st.st_mode):
+                os.chmod(root, 0o2770)  # a group cache: see _fsutil.is_group_dir
+                st = os.stat(root)
+            # Checked again: another user may have made it first.
+            _check_root(root, st, shared=self.shared)
             _fsutil.write_atomic(f"{root}/CACHEDIR.TAG", TAG, self._tmp, durable=self.durable)
         except OSError as exc:
+            if isinstance(exc, UnsafeStoreError):
+                raise
             raise StoreUnavailableError(
                 f"cannot create the cache directory {root}: {exc}; "
                 "pass a writable path or set STEPCACHE_DIR"
@@ -127,7 +204,13 @@ class DirectoryStore(Store):
 
     def _options(self) -> dict[str, Any]:
         options = super()._options()
-        defaults = {"max_bytes": None, "max_age": None, "durable": False, "lock_backend": "auto"}
+        defaults = {
+            "max_bytes": None,
+            "max_age": None,
+            "durable": False,
+            "lock_backend": "auto",
+            "shared": False,
+        }
         options.update({k: getattr(self, k) for k, v in defaults.items() if getattr(self, k) != v})
         return options
 
@@ -136,7 +219,11 @@ class DirectoryStore(Store):
 
     # -- entry blobs -----------------------------------------------------------
     def _load(self, key: str) -> bytes | None:
-        blob = self._read(key, touch=not self.read_only)
+        try:
+            blob = self._read(key, touch=not self.read_only)
+        except codec.CorruptEntry as exc:
+            self._discard(key, str(exc))
+            blob = None
         stats = self._stats_file
         if stats is not None and time.monotonic() >= stats.due:
             stats.flush()
@@ -144,12 +231,11 @@ class DirectoryStore(Store):
 
     def _read(self, key: str, *, touch: bool) -> bytes | None:
         """The whole entry file; ``touch`` marks it used (for eviction) if it was not lately."""
-        try:
-            fd = os.open(self._path(key), _READ)
-        except FileNotFoundError:
+        opened = self._open_entry(key)
+        if opened is None:
             return None
+        fd, st = opened
         try:
-            st = os.fstat(fd)
             blob = os.read(fd, st.st_size)
             while len(blob) < st.st_size:  # huge files come in several reads
                 chunk = os.read(fd, st.st_size - len(blob))
@@ -165,17 +251,36 @@ class DirectoryStore(Store):
             os.close(fd)
         return blob
 
-    def _load_header(self, key: str) -> bytes | None:
+    def _open_entry(self, key: str) -> tuple[int, os.stat_result] | None:
+        """The entry file's fd and stat, ``None`` if absent; CorruptEntry if it is no file."""
         try:
             fd = os.open(self._path(key), _READ)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise codec.CorruptEntry("the entry is a symlink") from None
+            raise
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise codec.CorruptEntry("the entry is not a regular file")
+        return fd, st
+
+    def _load_header(self, key: str) -> bytes | None:
+        try:
+            opened = self._open_entry(key)
+        except codec.CorruptEntry as exc:
+            self._discard(key, str(exc))
+            return None
+        if opened is None:
+            return None
+        fd, st = opened
         try:
             blob = os.read(fd, _HEADER_READ)
             if len(blob) == _HEADER_READ:
                 # Bytes 7 and 8-11 of the prefix hold the key and info lengths (see codec).
-                need = codec.header_size(blob)
-                need = min(need, os.fstat(fd).st_size)
+                need = min(codec.header_size(blob), st.st_size)
                 if need > len(blob):
                     blob += os.pread(fd, need - len(blob), len(blob))
             return blob
@@ -188,11 +293,7 @@ class DirectoryStore(Store):
 
     def _remove(self, key: str) -> bool:
         path = self._path(key)
-        try:
-            os.unlink(path)
-            existed = True
-        except FileNotFoundError:
-            existed = False
+        existed = _fsutil.unlink_beneath(path, self._root)
         _fsutil.discard_dir(path + ".d", self._tmp)
         return existed
 
@@ -210,6 +311,10 @@ class DirectoryStore(Store):
 
     def _external_lock(self, key: str, deadline: float) -> contextlib.AbstractContextManager[bool]:
         if self.read_only:  # nothing will be published, so nobody gains from waiting
+            return contextlib.nullcontext(False)
+        if os.path.islink(self._locks.path):  # lock files would be made wherever it points
+            where = self._locks.path
+            self._say_once("lock", "stepcache: %s is a symlink; computing unlocked", where)
             return contextlib.nullcontext(False)
         return self._locks.hold(key, deadline)
 
@@ -303,18 +408,34 @@ class DirectoryStore(Store):
         )
         done = [it for it in evict if self._evict(it)]
         for it in orphans:
-            _fsutil.discard_dir(self._path(it.key) + ".d", self._tmp)
+            with contextlib.suppress(OSError):  # as in _evict
+                _fsutil.discard_dir(self._path(it.key) + ".d", self._tmp)
         return len(done), sum(it.size for it in done), left, len(orphans)
 
     def _evict(self, it: Item) -> int:
         try:
-            os.unlink(self._path(it.key))
-        except FileNotFoundError:  # another process evicted or replaced it first
+            if not _fsutil.unlink_beneath(self._path(it.key), self._root):
+                return 0  # another process evicted or replaced it first
+            if it.has_dir:
+                _fsutil.discard_dir(self._path(it.key) + ".d", self._tmp)
+        except OSError as exc:  # a planted symlink, a group member's file: leave it, say so
+            self._say_once("evict", "stepcache: cannot evict from %s: %s", self.spec, exc)
             return 0
-        if it.has_dir:
-            _fsutil.discard_dir(self._path(it.key) + ".d", self._tmp)
         self._counters.add("evictions")
         return 1
+
+    def _check_tree(self) -> None:
+        """Refuse to sweep a tree whose own directories were replaced by symlinks or files."""
+        for name in _OWN_DIRS:
+            path = f"{self._root}/{name}"
+            with contextlib.suppress(FileNotFoundError):
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISDIR(mode):
+                    kind = "a symlink" if stat.S_ISLNK(mode) else "not a directory"
+                    raise UnsafeStoreError(
+                        f"{path} is {kind}; stepcache follows no symlink inside a cache "
+                        "directory: remove it (see docs/security.md)"
+                    )
 
     # -- maintenance -------------------------------------------------------------
     def prune(
@@ -344,6 +465,7 @@ class DirectoryStore(Store):
         """
         if not dry_run:
             self._check_writable()
+        self._check_tree()
         max_bytes = self.max_bytes if max_bytes is None else max_bytes
         max_age = self.max_age if max_age is None else max_age
         items: list[Item] = []
