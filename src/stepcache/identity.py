@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,10 @@ from stepcache.errors import CompilerError
 
 __all__ = ["CodeIdentity", "Toolchain", "code_identity", "memo_directory", "toolchain"]
 
-_RACY_SECONDS = 2.0
+_RACY_NS = 2_000_000_000  # a file modified this recently may change again within its mtime tick
 _lock = threading.Lock()
-_file_memo: dict[str, tuple[int, int, str]] = {}
+# path -> [size, mtime_ns, digest]; dict operations are atomic, so threads may share it.
+_file_memo: dict[str, list[Any]] = {}
 _version_memo: dict[tuple[str, int, int], str] = {}
 
 
@@ -119,45 +120,54 @@ def _record_lines(name: str, origin: Path) -> list[str] | None:
     return None
 
 
-def _walk_py(root: Path) -> Iterator[os.DirEntry[str]]:
-    stack = [str(root)]
+def _tree_files(root: str) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of each ``.py`` file under ``root``; one scandir and stat each."""
+    out = []
+    stack = [root]
     while stack:
         with os.scandir(stack.pop()) as it:
             for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    if entry.name != "__pycache__" and not entry.name.startswith("."):
-                        stack.append(entry.path)
-                elif entry.name.endswith(".py"):
-                    yield entry
+                name = entry.name
+                if name.endswith(".py"):
+                    st = entry.stat()
+                    out.append((entry.path, st.st_size, st.st_mtime_ns))
+                elif (
+                    name != "__pycache__"
+                    and not name.startswith(".")
+                    and entry.is_dir(follow_symlinks=False)
+                ):
+                    stack.append(entry.path)
+    return out
 
 
-def _hash_files(root: Path, entries: Iterable[os.DirEntry[str]] | None) -> list[tuple[str, str]]:
-    memo_name = f"code-{xxhash.xxh3_64_hexdigest(str(root).encode())}.json"
+def _hash_files(root: str, files: list[tuple[str, int, int]]) -> list[tuple[str, str]]:
+    """(path relative to ``root``'s parent, digest) of each file, memoised by size and mtime.
+
+    This runs on every fresh process for every declared package, so it does
+    one stat per file and no per-file path arithmetic beyond a slice.
+    """
+    memo_name = f"code-{xxhash.xxh3_64_hexdigest(root.encode())}.json"
     disk = _load_memo(memo_name)
+    cut = len(os.path.dirname(root)) + 1
+    trusted_before = time.time_ns() - _RACY_NS
     fresh: dict[str, list[Any]] = {}
-    now = time.time()
     out: list[tuple[str, str]] = []
-    files = [(e.path, e.stat()) for e in entries] if entries is not None else []
-    if entries is None:
-        files = [(str(root), root.stat())]
-    for path, st in files:
-        key = (st.st_size, st.st_mtime_ns)
-        with _lock:
-            hit = _file_memo.get(path)
-        digest = hit[2] if hit and hit[:2] == key else None
-        if digest is None and disk.get(path, [None, None])[:2] == list(key):
-            digest = disk[path][2]
-        if digest is None:
-            digest = xxhash.xxh3_128_hexdigest(Path(path).read_bytes())
-        if now - st.st_mtime_ns / 1e9 > _RACY_SECONDS:
-            with _lock:
-                _file_memo[path] = (*key, digest)
-            fresh[path] = [*key, digest]
-        rel = os.path.relpath(path, root.parent) if entries is not None else root.name
+    for path, size, mtime in files:
+        rel = path[cut:]
+        hit = _file_memo.get(path) or disk.get(rel)
+        if hit is not None and hit[0] == size and hit[1] == mtime:
+            digest = str(hit[2])
+        else:
+            with open(path, "rb") as fh:
+                digest = xxhash.xxh3_128_hexdigest(fh.read())
+        if mtime < trusted_before:
+            _file_memo[path] = [size, mtime, digest]
+            fresh[rel] = [size, mtime, digest]
         out.append((rel.replace(os.sep, "/"), digest))
     if fresh != disk:
         _save_memo(memo_name, fresh)
-    return sorted(out)
+    out.sort()
+    return out
 
 
 def code_identity(name: str) -> CodeIdentity:
@@ -182,8 +192,12 @@ def code_identity(name: str) -> CodeIdentity:
         digest = xxhash.xxh3_128_hexdigest("\n".join(record).encode())
         return CodeIdentity(name, digest, "record")
     files: list[tuple[str, str]] = []
-    for root in roots:
-        files += _hash_files(root, _walk_py(root) if root.is_dir() else None)
+    for root in map(str, roots):
+        if os.path.isdir(root):
+            files += _hash_files(root, _tree_files(root))
+        else:
+            st = os.stat(root)
+            files += _hash_files(root, [(root, st.st_size, st.st_mtime_ns)])
     digest = xxhash.xxh3_128_hexdigest(json.dumps(files).encode())
     return CodeIdentity(name, digest, "files", tuple(files))
 
