@@ -31,8 +31,6 @@ anything.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import hmac
 import json
 import pickle
 import struct
@@ -133,14 +131,25 @@ def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bo
     raise CorruptEntry(f"unknown codec id {codec_id}")
 
 
+def _mac(secret: bytes, *parts: bytes | bytearray | memoryview) -> bytes:
+    # hmac pulls in OpenSSL (~4 ms): imported on first use, so unsigned
+    # stores never pay for it.
+    import hashlib
+    import hmac
+
+    mac = hmac.new(secret, digestmod=hashlib.sha256)
+    for part in parts:
+        mac.update(part)
+    return mac.digest()
+
+
 def _sign(secret: bytes, blob: bytes | bytearray | memoryview, sig_at: int) -> bytes:
     # The MAC covers every byte but the checksum (which is computed over the
     # MAC itself) and the MAC's own slot.
     view = memoryview(blob)
-    mac = hmac.new(secret, view[: PREFIX_SIZE - 8], hashlib.sha256)
-    mac.update(view[PREFIX_SIZE:sig_at])
-    mac.update(view[sig_at + _SIG_SIZE :])
-    return mac.digest()
+    return _mac(
+        secret, view[: PREFIX_SIZE - 8], view[PREFIX_SIZE:sig_at], view[sig_at + _SIG_SIZE :]
+    )
 
 
 def pack_entry(
@@ -163,10 +172,7 @@ def pack_entry(
     parts = [kb, ib, payload]
     if secret:
         # Same bytes as _sign() covers: the prefix without its checksum, then the rest.
-        mac = hmac.new(secret, prefix[: PREFIX_SIZE - 8], hashlib.sha256)
-        for part in parts:
-            mac.update(part)
-        parts.insert(2, mac.digest())
+        parts.insert(2, _mac(secret, prefix[: PREFIX_SIZE - 8], *parts))
     # Hash and join the parts once: a 1 MB payload is never copied but into the blob.
     digest = xxhash.xxh3_64(prefix[:_CHECKSUM_AT])
     for part in parts:
@@ -239,6 +245,8 @@ def unpack_entry(
             raise CorruptEntry("unsigned entry in a store that requires signatures")
         sig_at = start - _SIG_SIZE
         expected = _sign(secret, view, sig_at)
+        import hmac
+
         if not hmac.compare_digest(expected, bytes(view[sig_at:start])):
             raise CorruptEntry("signature mismatch")
     try:
