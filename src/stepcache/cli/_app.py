@@ -42,9 +42,14 @@ class CliError(click.ClickException):
 
 @dataclasses.dataclass
 class Session:
-    """What the group's options chose: the store spec, opened once on first use."""
+    """What the group's options chose: the store spec, opened once on first use.
+
+    ``shared`` opens a directory store as a group cache (``shared=True``);
+    other stores have no such check and ignore it.
+    """
 
     spec: str | None
+    shared: bool = False
     _opened: dict[bool, Store] = dataclasses.field(default_factory=dict)
 
     def store(self, *, read_only: bool = False) -> Store:
@@ -63,6 +68,8 @@ class Session:
                 where = canonical.partition("://")[2]
                 if scheme == "dir" and not os.path.isdir(where):
                     raise CliError(f"no store at {where}", hint=hint, exit_code=EXIT_UNAVAILABLE)
+                if scheme == "dir" and self.shared:
+                    options["shared"] = True
                 self._opened[read_only] = open_store(self.spec, **options)
             except (StoreUnavailableError, OSError) as exc:
                 raise CliError(
@@ -110,24 +117,32 @@ def _version() -> str:
     help="Store to use: a path, dir:///path, redis://host:port/db or memory://. "
     "Default: $STEPCACHE_DIR, else the user cache directory.",
 )
+@click.option(
+    "--shared",
+    is_flag=True,
+    envvar="STEPCACHE_SHARED",
+    help="Open a directory store that is a group cache (owned by another member, "
+    "writable by its group); see docs/security.md. Also: STEPCACHE_SHARED=1.",
+)
 @click.version_option(
     _version(), "--version", prog_name="stepcache", message="%(prog)s %(version)s"
 )
 @click.pass_context
-def cli(ctx: click.Context, spec: str | None) -> None:
+def cli(ctx: click.Context, spec: str | None, shared: bool) -> None:
     """See inside a stepcache store, explain its misses and maintain it.
 
     \b
     Examples:
       stepcache stats
       stepcache --store /scratch/cache ls --step Translate --sort size --reverse
+      stepcache --store /srv/team/cache --shared stats
       stepcache explain
       stepcache prune --max-size 2G --max-age 30d
 
     Exit codes: 0 ok, 1 a check failed or nothing matched, 2 usage error,
     3 store unavailable.
     """
-    ctx.obj = Session(spec)
+    ctx.obj = Session(spec, shared)
 
 
 def _usage_hint(exc: click.UsageError) -> str:

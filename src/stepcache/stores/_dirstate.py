@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import itertools
 import json
 import os
@@ -18,10 +19,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final
 
-from stepcache.stores import _fsutil
+from stepcache.stores import _beneath, _fsutil
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores._stats import Counters, Stats
 from stepcache.stores.base import _KEY_RE
@@ -34,6 +35,7 @@ __all__ = [
     "VerifyResult",
     "archive_stats",
     "hex_names",
+    "iter_keys",
     "plan_eviction",
     "read_stats",
     "scan",
@@ -44,6 +46,7 @@ FLUSH_EVERY: Final = 5.0  # seconds between two writes of a stats file
 ARCHIVE: Final = "_archived"
 _ARCHIVE_AFTER: Final = 30 * 86400.0  # stats files of other hosts this old are archived
 _PREFIX_LEN: Final = {1: 0, 16: 1, 256: 2}
+_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _serial = itertools.count()
 
 
@@ -54,6 +57,16 @@ def hex_names(path: str) -> list[str]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(n for n in names if len(n) == 2 and all(c in "0123456789abcdef" for c in n))
+
+
+def iter_keys(v1: str) -> Iterator[str]:
+    """The names under ``v1`` that are keys in their place of the fanout, unsorted."""
+    for top in hex_names(v1):
+        for sub in hex_names(f"{v1}/{top}"):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                for name in os.listdir(f"{v1}/{top}/{sub}"):
+                    if name.startswith(top + sub) and _KEY_RE.fullmatch(name):
+                        yield name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,54 +292,78 @@ class StatsFile:
             self._lock.release()
 
 
-def _read(path: str) -> Stats | None:
+def _read(dir_fd: int, name: str) -> Stats | None:
+    """The counters in stats file ``name`` of ``dir_fd``; ``None`` if unreadable or no file."""
     try:
-        with open(path, "rb") as f:
+        fd = os.open(name, _READ, dir_fd=dir_fd)
+    except OSError:  # gone meanwhile, or a symlink
+        return None
+    with open(fd, "rb") as f:
+        try:
             return Stats.from_dict(json.load(f))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None  # being replaced, truncated by a crash, or foreign
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None  # being replaced, truncated by a crash, or foreign
 
 
 def read_stats(stats_dir: str, *, skip: str | None = None) -> list[Stats]:
-    """Counters of the stats files in ``stats_dir`` but ``skip``, leaving out unreadable ones."""
+    """Counters of the stats files in ``stats_dir`` but ``skip``, leaving out unreadable ones.
+
+    A ``stats_dir`` replaced by a symlink or a file holds no counters: it is not followed.
+    """
     try:
-        names = os.listdir(stats_dir)
-    except FileNotFoundError:
-        return []
-    found = (_read(os.path.join(stats_dir, n)) for n in names if n != skip)
+        fd = _beneath.open_leaf(stats_dir)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+            return []
+        raise
+    try:
+        found = [_read(fd, name) for name in os.listdir(fd) if name != skip]
+    finally:
+        os.close(fd)
     return [s for s in found if s is not None]
+
+
+def _exited(dir_fd: int, now: float) -> list[str]:
+    """Names of the stats files in ``dir_fd`` whose process exited (or untouched for long)."""
+    with os.scandir(dir_fd) as found:
+        entries = list(found)
+    dead = []
+    for entry in entries:
+        if entry.name != ARCHIVE:
+            try:
+                old = now - entry.stat(follow_symlinks=False).st_mtime > _ARCHIVE_AFTER
+            except FileNotFoundError:
+                continue
+            if old or _fsutil.owner_is_dead(entry.name):
+                dead.append(entry.name)
+    return dead
 
 
 def archive_stats(stats_dir: str, tmp_dir: str, locks: KeyLocks) -> int:
     """Merge stats files of exited processes into ``_archived``; return how many were merged.
 
     Processes of other hosts cannot be asked whether they live; their files
-    are merged once untouched for 30 days.
+    are merged once untouched for 30 days. Nothing is read or removed through
+    a ``stats_dir`` replaced by a symlink (:class:`OSError`).
     """
-    now = time.time()
     try:
-        entries = list(os.scandir(stats_dir))
+        fd = _beneath.open_leaf(stats_dir)
     except FileNotFoundError:
         return 0
-    dead = []
-    for entry in entries:
-        if entry.name != ARCHIVE:
-            try:
-                old = now - entry.stat().st_mtime > _ARCHIVE_AFTER
-            except FileNotFoundError:
-                continue
-            if old or _fsutil.owner_is_dead(entry.name):
-                dead.append(entry.path)
-    if not dead:
-        return 0
-    archive = os.path.join(stats_dir, ARCHIVE)
-    with locks.hold("stats-archive", time.monotonic() + 30) as held:
-        if not held:
+    try:
+        dead = _exited(fd, time.time())
+        if not dead:
             return 0
-        parts = [s for s in map(_read, [archive, *dead]) if s is not None]
-        total = Stats.combine(parts, entries=0, nbytes=0).to_dict()
-        _fsutil.write_atomic(archive, json.dumps(total).encode(), tmp_dir)
-        for path in dead:
-            with contextlib.suppress(FileNotFoundError):  # merged by a concurrent prune
-                os.unlink(path)
+        with locks.hold("stats-archive", time.monotonic() + 30) as held:
+            if not held:
+                return 0
+            parts = [s for s in (_read(fd, n) for n in [ARCHIVE, *dead]) if s is not None]
+            total = Stats.combine(parts, entries=0, nbytes=0).to_dict()
+            archive = os.path.join(stats_dir, ARCHIVE)
+            _fsutil.write_atomic(archive, json.dumps(total).encode(), tmp_dir)
+            for name in dead:
+                with contextlib.suppress(FileNotFoundError):  # merged by a concurrent prune
+                    os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
     return len(dead)

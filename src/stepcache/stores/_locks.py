@@ -21,6 +21,12 @@ whose owner died or stopped heartbeating is taken over.
     a heartbeat thread. A waiter takes it over when its owner is a dead
     process of the same host or its heartbeat is older than ``stale_after``.
 
+The lock directory is opened with ``O_NOFOLLOW`` and every file in it is
+reached through that fd: a lock directory replaced by a symlink refuses
+locking (the caller computes unlocked) instead of making files where it
+points. In a group directory (setgid, group-writable) lock and lease files
+are 0660, so the group's members can lock each other's keys.
+
 >>> import tempfile, time
 >>> locks = KeyLocks(tempfile.mkdtemp())
 >>> with locks.hold("ab" * 16, time.monotonic() + 1) as held:
@@ -36,12 +42,14 @@ import fcntl
 import json
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
 from stepcache.stores import _fsutil
+from stepcache.stores._beneath import is_group_dir, open_leaf
 
 __all__ = ["BACKENDS", "KeyLocks"]
 
@@ -52,6 +60,8 @@ _OPEN_LOCK: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOE
 _OPEN_LEASE: Final = (
     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 )
+_OPEN_HELD: Final = os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _MAX_POLL: Final = 0.05  # seconds: how late a waiter may notice a released lock
 
 
@@ -76,12 +86,62 @@ class _Backoff:
         return True
 
 
+class _Dir:
+    """The open lock directory: its fd, and the mode of the files made in it."""
+
+    def __init__(self, path: str, *, create: bool) -> None:
+        self.fd = open_leaf(path, create=create)
+        try:
+            self.mode = 0o660 if is_group_dir(os.fstat(self.fd).st_mode) else 0o600
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def create(self, name: str, flags: int) -> int:
+        """Open file ``name`` with ``flags``; if this process owns it, it gets :attr:`mode`."""
+        fd = os.open(name, flags, self.mode, dir_fd=self.fd)
+        if self.mode == 0o600:
+            return fd
+        try:
+            st = os.fstat(fd)
+            # Only the file's owner may (and needs to) widen it for the group. Until it
+            # has, a member finding it 0640 (umask 022) computes unlocked once: single
+            # flight is an optimisation, so that window is tolerated.
+            if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != self.mode:
+                os.fchmod(fd, self.mode)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def read(self, name: str) -> tuple[bytes, float] | None:
+        """The content and mtime of file ``name``; ``None`` if there is none."""
+        try:
+            fd = os.open(name, _READ, dir_fd=self.fd)
+        except FileNotFoundError:
+            return None
+        with open(fd, "rb") as f:
+            return f.read(), os.fstat(fd).st_mtime
+
+    def is_current(self, fd: int, name: str) -> bool:
+        """Whether ``name`` is (still) the file open as ``fd``."""
+        try:
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def close(self) -> None:
+        """Close the directory fd."""
+        os.close(self.fd)
+
+
 class _Lease:
     """A held lease file, kept fresh by a heartbeat thread until released."""
 
-    def __init__(self, path: str, body: bytes, interval: float) -> None:
-        self.path = path
-        self.body = body
+    def __init__(self, where: _Dir, name: str, body: bytes, interval: float) -> None:
+        self.where, self.name, self.body = where, name, body
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._beat, args=(interval,), name="stepcache-lease", daemon=True
@@ -90,17 +150,17 @@ class _Lease:
 
     def _owned(self) -> bool:
         try:
-            with open(self.path, "rb") as f:
-                return f.read() == self.body
+            found = self.where.read(self.name)
         except OSError:
             return False
+        return found is not None and found[0] == self.body
 
     def _beat(self, interval: float) -> None:
         while not self._stop.wait(interval):
             if not self._owned():  # taken over: our heartbeat must not keep theirs alive
                 return
             with contextlib.suppress(OSError):
-                os.utime(self.path)
+                os.utime(self.name, dir_fd=self.where.fd, follow_symlinks=False)
 
     def release(self) -> None:
         """Stop the heartbeat and remove the lease, unless another process took it over."""
@@ -108,7 +168,7 @@ class _Lease:
         self._thread.join()
         if self._owned():
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+                os.unlink(self.name, dir_fd=self.where.fd)
 
 
 class KeyLocks:
@@ -140,8 +200,9 @@ class KeyLocks:
         """Hold the lock on ``name`` until the block exits; yield whether it was granted.
 
         Waits until ``deadline`` (a ``time.monotonic()`` value) at most. An
-        error of the lock directory itself (permissions, full disk) yields
-        ``False`` after a warning rather than failing the caller.
+        error of the lock directory itself (permissions, full disk, a
+        symlink in its place) yields ``False`` after a warning rather than
+        failing the caller.
         """
         try:
             release = self._acquire(name, deadline)
@@ -157,9 +218,28 @@ class KeyLocks:
                 release()
 
     def _acquire(self, name: str, deadline: float) -> Callable[[], None] | None:
+        where = _Dir(self.path, create=True)
+        try:
+            release = self._acquire_in(where, name, deadline)
+        except BaseException:
+            where.close()
+            raise
+        if release is None:
+            where.close()
+            return None
+
+        def done() -> None:
+            try:
+                release()
+            finally:
+                where.close()
+
+        return done
+
+    def _acquire_in(self, where: _Dir, name: str, deadline: float) -> Callable[[], None] | None:
         if self.backend != "lease":
             try:
-                fd = self._flock(os.path.join(self.path, f"{name}.lock"), deadline)
+                fd = _flock(where, f"{name}.lock", deadline)
             except _FlockUnsupported as exc:
                 if self.backend == "flock":
                     raise OSError(errno.ENOLCK, f"flock is not supported here: {exc}") from None
@@ -171,65 +251,31 @@ class KeyLocks:
                     exc,
                 )
             else:
-                return None if fd is None else lambda: self._unflock(name, fd)
-        lease = self._lease(os.path.join(self.path, f"{name}.lease"), deadline)
+                return None if fd is None else lambda: _unflock(where, f"{name}.lock", fd)
+        lease = self._lease(where, f"{name}.lease", deadline)
         return None if lease is None else lease.release
 
     def sweep(self) -> int:
         """Remove lock files nobody holds and abandoned leases; return how many."""
         try:
-            names = os.listdir(self.path)
+            where = _Dir(self.path, create=False)
         except FileNotFoundError:
             return 0
         removed = 0
-        for name in names:
-            path = os.path.join(self.path, name)
-            if name.endswith(".lock"):
-                removed += _remove_unheld(path)
-            elif name.endswith(".lease"):
-                removed += self._take_over_abandoned(path)
+        try:
+            for name in os.listdir(where.fd):
+                if name.endswith(".lock"):
+                    removed += _remove_unheld(where, name)
+                elif name.endswith(".lease"):
+                    # One unreadable lease (a group member's, a planted link) spoils no sweep.
+                    with contextlib.suppress(OSError):
+                        removed += self._take_over_abandoned(where, name)
+        finally:
+            where.close()
         return removed
 
-    # -- flock -----------------------------------------------------------------
-    def _open(self, path: str) -> int:
-        try:
-            return os.open(path, _OPEN_LOCK, 0o600)
-        except FileNotFoundError:
-            _fsutil.make_dirs(self.path)
-            return os.open(path, _OPEN_LOCK, 0o600)
-
-    def _flock(self, path: str, deadline: float) -> int | None:
-        backoff = _Backoff(deadline)
-        fd = self._open(path)
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if backoff.wait():
-                    continue
-                os.close(fd)
-                return None
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno in _UNSUPPORTED:  # nobody can hold this file: leave no trace
-                    with contextlib.suppress(OSError):
-                        os.unlink(path)
-                    raise _FlockUnsupported(exc.strerror) from None
-                raise
-            if _is_current(fd, path):
-                return fd
-            # The previous holder removed the file we locked: lock the new one.
-            os.close(fd)
-            fd = self._open(path)
-
-    def _unflock(self, name: str, fd: int) -> None:
-        # Unlink while still holding the lock; see the module docstring.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(self.path, f"{name}.lock"))
-        os.close(fd)
-
     # -- lease files -----------------------------------------------------------
-    def _lease(self, path: str, deadline: float) -> _Lease | None:
+    def _lease(self, where: _Dir, name: str, deadline: float) -> _Lease | None:
         backoff = _Backoff(deadline)
         while True:
             body = json.dumps(
@@ -241,32 +287,27 @@ class KeyLocks:
                 }
             ).encode()
             try:
-                fd = os.open(path, _OPEN_LEASE, 0o600)
-            except FileNotFoundError:
-                _fsutil.make_dirs(self.path)
-                continue
+                fd = where.create(name, _OPEN_LEASE)
             except FileExistsError:
-                if self._take_over_abandoned(path) or backoff.wait():
+                if self._take_over_abandoned(where, name) or backoff.wait():
                     continue
                 return None
             try:
                 os.write(fd, body)
             except OSError:
-                os.unlink(path)  # an empty lease would block others until it is stale
+                os.unlink(name, dir_fd=where.fd)  # an empty lease would block others until stale
                 raise
             finally:
                 os.close(fd)
-            return _Lease(path, body, interval=max(self.stale_after / 6, 0.01))
+            return _Lease(where, name, body, interval=max(self.stale_after / 6, 0.01))
 
-    def _abandoned(self, path: str) -> bytes | None:
+    def _abandoned(self, where: _Dir, name: str) -> bytes | None:
         """The lease's content if it is abandoned, else ``None``."""
-        try:
-            with open(path, "rb") as f:
-                body = f.read()
-                age = time.time() - os.fstat(f.fileno()).st_mtime
-        except FileNotFoundError:
+        found = where.read(name)
+        if found is None:
             return None
-        if age > self.stale_after:
+        body, mtime = found
+        if time.time() - mtime > self.stale_after:
             return body
         try:
             owner = json.loads(body)
@@ -276,51 +317,76 @@ class KeyLocks:
         dead = host == _fsutil.HOST and pid != os.getpid() and not _fsutil.pid_alive(pid)
         return body if dead else None
 
-    def _take_over_abandoned(self, path: str) -> bool:
-        """Remove the lease at ``path`` if abandoned; whether a new one may be tried now."""
-        body = self._abandoned(path)
+    def _take_over_abandoned(self, where: _Dir, name: str) -> bool:
+        """Remove lease ``name`` if abandoned; whether a new one may be tried now."""
+        body = self._abandoned(where, name)
         if body is None:
             return False
         # Renaming claims the file atomically; only then can its content be
         # checked without racing another waiter that replaced it meanwhile.
-        grave = f"{path}.{os.urandom(6).hex()}.stale"
+        grave = f"{name}.{os.urandom(6).hex()}.stale"
         try:
-            os.rename(path, grave)
+            os.rename(name, grave, src_dir_fd=where.fd, dst_dir_fd=where.fd)
         except FileNotFoundError:
             return True
         try:
-            with open(grave, "rb") as f:
-                claimed = f.read()
-            if claimed != body:  # a fresh lease: give it back unless a newer one exists
-                with contextlib.suppress(FileExistsError):
-                    os.link(grave, path)
+            claimed = where.read(grave)
+            if claimed is not None and claimed[0] != body:  # a fresh lease: give it back
+                with contextlib.suppress(FileExistsError):  # unless a newer one exists
+                    os.link(
+                        grave, name, src_dir_fd=where.fd, dst_dir_fd=where.fd, follow_symlinks=False
+                    )
         finally:
-            os.unlink(grave)
+            os.unlink(grave, dir_fd=where.fd)
         return True
 
 
-def _remove_unheld(path: str) -> bool:
+# -- flock ---------------------------------------------------------------------
+def _flock(where: _Dir, name: str, deadline: float) -> int | None:
+    backoff = _Backoff(deadline)
+    fd = where.create(name, _OPEN_LOCK)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if backoff.wait():
+                continue
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in _UNSUPPORTED:  # nobody can hold this file: leave no trace
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=where.fd)
+                raise _FlockUnsupported(exc.strerror) from None
+            raise
+        if where.is_current(fd, name):
+            return fd
+        # The previous holder removed the file we locked: lock the new one.
+        os.close(fd)
+        fd = where.create(name, _OPEN_LOCK)
+
+
+def _unflock(where: _Dir, name: str, fd: int) -> None:
+    # Unlink while still holding the lock; see the module docstring.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=where.fd)
+    os.close(fd)
+
+
+def _remove_unheld(where: _Dir, name: str) -> bool:
     # The same protocol as a holder's release: lock, check, unlink, unlock.
     try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(name, _OPEN_HELD, dir_fd=where.fd)
     except OSError:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        if _is_current(fd, path):
-            os.unlink(path)
+        if where.is_current(fd, name):
+            os.unlink(name, dir_fd=where.fd)
             return True
     except OSError:
         pass
     finally:
         os.close(fd)
     return False
-
-
-def _is_current(fd: int, path: str) -> bool:
-    try:
-        st = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)

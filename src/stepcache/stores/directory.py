@@ -11,28 +11,22 @@ Layout under the root (see ``docs/`` for the entry format)::
 
 Readers take no lock: every file is published by rename, so a reader sees a
 whole entry or none, and a torn file (crash without ``durable=True``) fails
-its checksum and reads as a miss. Opening an existing store costs two
-``stat`` calls (the root's owner and mode, the tag) and writes nothing.
-
-Whoever can write the tree can run code in its readers (see
-``docs/security.md``), so the root must be the user's own and writable by
-nobody else, unless the store is opened ``shared=True``.
+its checksum and reads as a miss (:mod:`~stepcache.stores._entryfile`).
+Opening an existing store costs two ``stat`` calls and writes nothing; who
+may write the tree is checked then (:mod:`~stepcache.stores._trust`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from stepcache import codec
-from stepcache.errors import StoreUnavailableError, UnsafeStoreError
-from stepcache.stores import _fsutil
+from stepcache.stores import _beneath, _fsutil, _trust
 from stepcache.stores._dirstate import (
     Cleaner,
     Item,
@@ -41,13 +35,15 @@ from stepcache.stores._dirstate import (
     VerifyResult,
     archive_stats,
     hex_names,
+    iter_keys,
     plan_eviction,
     read_stats,
     scan,
 )
+from stepcache.stores._entryfile import check_entry, read_entry, read_header
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores._stats import Stats
-from stepcache.stores.base import _KEY_RE, DEFAULT_LOCK_TIMEOUT, MISSING, Store, validate_key
+from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, MISSING, Store, validate_key
 
 __all__ = ["DirectoryStore", "PruneResult", "VerifyResult"]
 
@@ -56,40 +52,7 @@ TAG: Final = (
     b"# This file is a cache directory tag created by stepcache.\n"
     b"# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
-# O_NOFOLLOW: a symlink at an entry's path is no entry; O_NONBLOCK: nor is a FIFO to hang on.
-_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_HEADER_READ: Final = 16384  # covers prefix, key and the info of nearly every entry
-_TOUCH_AFTER: Final = 60.0  # seconds: resolution of "recently used" for eviction
 _STALE_TEMP: Final = 3600.0
-_OWN_DIRS: Final = ("v1", "tmp", "leases", "stats")
-
-
-def _check_root(root: str, st: os.stat_result, *, shared: bool = False) -> None:
-    """Raise :class:`UnsafeStoreError` if users other than this one could write ``root``.
-
-    Refused: a directory writable by others; unless ``shared``, one owned by
-    another user (root's own are fine) or writable by its group.
-
-    >>> _check_root("/x", os.stat_result((0o40700, 0, 0, 0, os.geteuid(), 0, 0, 0, 0, 0)))
-    """
-    if not stat.S_ISDIR(st.st_mode):
-        raise StoreUnavailableError(f"{root} is not a directory; pass a directory for the cache")
-    why = "could plant entries that run code in this process (docs/security.md)"
-    if st.st_mode & stat.S_IWOTH:
-        raise UnsafeStoreError(f"{root} is writable by every user, who {why}; chmod o-w {root}")
-    if shared:
-        return
-    if st.st_uid not in (os.geteuid(), 0):
-        raise UnsafeStoreError(
-            f"{root} belongs to another user (uid {st.st_uid}), who {why}; use a cache "
-            "directory of your own (STEPCACHE_DIR), or open it with shared=True if it is "
-            "a group cache whose members you trust"
-        )
-    if st.st_mode & stat.S_IWGRP:
-        raise UnsafeStoreError(
-            f"{root} is writable by its group, whose members {why[4:]}; chmod g-w {root}, "
-            "or open it with shared=True if it is a group cache whose members you trust"
-        )
 
 
 class DirectoryStore(Store):
@@ -140,7 +103,9 @@ class DirectoryStore(Store):
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
         self.lock_backend, self.shared = lock_backend, shared
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
-        self._open_root()
+        _trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
+        if shared and self._secret is None:
+            self._say_once("unsigned", _trust.UNSIGNED, self.spec)
         self._locks = KeyLocks(f"{root}/leases", backend=lock_backend, warn=self._say_once)
         self._cleaner = (
             Cleaner(max_bytes, max_age) if (max_bytes or max_age) and not read_only else None
@@ -156,51 +121,6 @@ class DirectoryStore(Store):
     def path(self) -> Path:
         """The root directory of the store."""
         return Path(self._root)
-
-    def _open_root(self) -> None:
-        """Check who can write the root (see :func:`_check_root`); create the store if new."""
-        root = self._root
-        try:
-            st: os.stat_result | None = os.stat(root)
-        except FileNotFoundError:
-            st = None
-        except OSError as exc:
-            raise StoreUnavailableError(
-                f"cannot open the cache directory {root}: {exc}; "
-                "pass a writable path or set STEPCACHE_DIR"
-            ) from exc
-        if st is not None:
-            _check_root(root, st, shared=self.shared)
-        if self.shared and self._secret is None:
-            self._say_once(
-                "unsigned",
-                "stepcache: %s is shared but has no secret, so entries are not signed and "
-                "any member of its group can run code in every reader; set STEPCACHE_SECRET "
-                "(the same for the whole group) or pass secret=",
-                self.spec,
-            )
-        if not self.read_only and (st is None or not os.path.exists(f"{root}/CACHEDIR.TAG")):
-            self._create(root)
-
-    def _create(self, root: str) -> None:
-        # Many processes may create the same new store at once: every step
-        # either tolerates an existing result or replaces it atomically.
-        try:
-            _fsutil.make_dirs(root, durable=self.durable)
-            st = os.stat(root)
-            if self.shared and st.st_uid == os.geteuid() and not _fsutil.is_group_dir(st.st_mode):
-                os.chmod(root, 0o2770)  # a group cache: see _fsutil.is_group_dir
-                st = os.stat(root)
-            # Checked again: another user may have made it first.
-            _check_root(root, st, shared=self.shared)
-            _fsutil.write_atomic(f"{root}/CACHEDIR.TAG", TAG, self._tmp, durable=self.durable)
-        except OSError as exc:
-            if isinstance(exc, UnsafeStoreError):
-                raise
-            raise StoreUnavailableError(
-                f"cannot create the cache directory {root}: {exc}; "
-                "pass a writable path or set STEPCACHE_DIR"
-            ) from exc
 
     def _options(self) -> dict[str, Any]:
         options = super()._options()
@@ -220,7 +140,7 @@ class DirectoryStore(Store):
     # -- entry blobs -----------------------------------------------------------
     def _load(self, key: str) -> bytes | None:
         try:
-            blob = self._read(key, touch=not self.read_only)
+            blob = read_entry(self._path(key), touch=not self.read_only)
         except codec.CorruptEntry as exc:
             self._discard(key, str(exc))
             blob = None
@@ -229,63 +149,12 @@ class DirectoryStore(Store):
             stats.flush()
         return blob
 
-    def _read(self, key: str, *, touch: bool) -> bytes | None:
-        """The whole entry file; ``touch`` marks it used (for eviction) if it was not lately."""
-        opened = self._open_entry(key)
-        if opened is None:
-            return None
-        fd, st = opened
-        try:
-            blob = os.read(fd, st.st_size)
-            while len(blob) < st.st_size:  # huge files come in several reads
-                chunk = os.read(fd, st.st_size - len(blob))
-                if not chunk:
-                    break
-                blob += chunk
-            # mtime is the last use; refreshing it at most once per _TOUCH_AFTER
-            # keeps hits free of writes (relatime makes atime unreliable).
-            if touch and time.time() - st.st_mtime > _TOUCH_AFTER:
-                with contextlib.suppress(OSError):
-                    os.utime(fd)
-        finally:
-            os.close(fd)
-        return blob
-
-    def _open_entry(self, key: str) -> tuple[int, os.stat_result] | None:
-        """The entry file's fd and stat, ``None`` if absent; CorruptEntry if it is no file."""
-        try:
-            fd = os.open(self._path(key), _READ)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise codec.CorruptEntry("the entry is a symlink") from None
-            raise
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise codec.CorruptEntry("the entry is not a regular file")
-        return fd, st
-
     def _load_header(self, key: str) -> bytes | None:
         try:
-            opened = self._open_entry(key)
+            return read_header(self._path(key))
         except codec.CorruptEntry as exc:
             self._discard(key, str(exc))
             return None
-        if opened is None:
-            return None
-        fd, st = opened
-        try:
-            blob = os.read(fd, _HEADER_READ)
-            if len(blob) == _HEADER_READ:
-                # Bytes 7 and 8-11 of the prefix hold the key and info lengths (see codec).
-                need = min(codec.header_size(blob), st.st_size)
-                if need > len(blob):
-                    blob += os.pread(fd, need - len(blob), len(blob))
-            return blob
-        finally:
-            os.close(fd)
 
     def _save(self, key: str, blob: bytes) -> None:
         _fsutil.write_atomic(self._path(key), blob, self._tmp, durable=self.durable)
@@ -293,17 +162,12 @@ class DirectoryStore(Store):
 
     def _remove(self, key: str) -> bool:
         path = self._path(key)
-        existed = _fsutil.unlink_beneath(path, self._root)
+        existed = _beneath.unlink_beneath(path, self._root)
         _fsutil.discard_dir(path + ".d", self._tmp)
         return existed
 
     def _iter_keys(self) -> Iterator[str]:
-        for top in hex_names(self._v1):
-            for sub in hex_names(f"{self._v1}/{top}"):
-                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                    for name in os.listdir(f"{self._v1}/{top}/{sub}"):
-                        if name.startswith(top + sub) and _KEY_RE.fullmatch(name):
-                            yield name
+        return iter_keys(self._v1)
 
     def _usage(self) -> tuple[int, int]:
         items = scan(self._v1, hex_names(self._v1))
@@ -311,10 +175,6 @@ class DirectoryStore(Store):
 
     def _external_lock(self, key: str, deadline: float) -> contextlib.AbstractContextManager[bool]:
         if self.read_only:  # nothing will be published, so nobody gains from waiting
-            return contextlib.nullcontext(False)
-        if os.path.islink(self._locks.path):  # lock files would be made wherever it points
-            where = self._locks.path
-            self._say_once("lock", "stepcache: %s is a symlink; computing unlocked", where)
             return contextlib.nullcontext(False)
         return self._locks.hold(key, deadline)
 
@@ -414,7 +274,7 @@ class DirectoryStore(Store):
 
     def _evict(self, it: Item) -> int:
         try:
-            if not _fsutil.unlink_beneath(self._path(it.key), self._root):
+            if not _beneath.unlink_beneath(self._path(it.key), self._root):
                 return 0  # another process evicted or replaced it first
             if it.has_dir:
                 _fsutil.discard_dir(self._path(it.key) + ".d", self._tmp)
@@ -423,19 +283,6 @@ class DirectoryStore(Store):
             return 0
         self._counters.add("evictions")
         return 1
-
-    def _check_tree(self) -> None:
-        """Refuse to sweep a tree whose own directories were replaced by symlinks or files."""
-        for name in _OWN_DIRS:
-            path = f"{self._root}/{name}"
-            with contextlib.suppress(FileNotFoundError):
-                mode = os.lstat(path).st_mode
-                if not stat.S_ISDIR(mode):
-                    kind = "a symlink" if stat.S_ISLNK(mode) else "not a directory"
-                    raise UnsafeStoreError(
-                        f"{path} is {kind}; stepcache follows no symlink inside a cache "
-                        "directory: remove it (see docs/security.md)"
-                    )
 
     # -- maintenance -------------------------------------------------------------
     def prune(
@@ -465,7 +312,7 @@ class DirectoryStore(Store):
         """
         if not dry_run:
             self._check_writable()
-        self._check_tree()
+        _trust.check_tree(self._root)
         max_bytes = self.max_bytes if max_bytes is None else max_bytes
         max_age = self.max_age if max_age is None else max_age
         items: list[Item] = []
@@ -514,7 +361,11 @@ class DirectoryStore(Store):
                 it for it in scan(self._v1, [top]) if it.has_entry or now - it.mtime > _STALE_TEMP
             ]
             for it in items:
-                reason = self._check(it)
+                reason = (
+                    check_entry(self._path(it.key), it.key, it.has_dir, self._secret, self.codec)
+                    if it.has_entry
+                    else "artifact directory without an entry"
+                )
                 if reason is not None:
                     bad.append((it.key, reason))
                     if repair:
@@ -523,22 +374,6 @@ class DirectoryStore(Store):
             if progress is not None:
                 progress(len(items))
         return VerifyResult(checked, tuple(bad), repaired)
-
-    def _check(self, it: Item) -> str | None:
-        if not it.has_entry:
-            return "artifact directory without an entry"
-        try:
-            blob = self._read(it.key, touch=False)  # checking is no use
-            if blob is None:
-                return None  # removed meanwhile
-            value = codec.unpack_entry(
-                blob, it.key, secret=self._secret, allow_pickle=self.codec == "pickle"
-            )
-        except (OSError, codec.CorruptEntry) as exc:
-            return str(exc)
-        if isinstance(value, dict) and value.get("kind") == "dir" and not it.has_dir:
-            return "its artifact directory is missing"
-        return None
 
     # -- statistics and lifecycle ------------------------------------------------
     def stats(self) -> Stats:
