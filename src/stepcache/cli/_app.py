@@ -32,7 +32,8 @@ class CliError(click.ClickException):
     def __init__(self, message: str, *, hint: str = "", exit_code: int = EXIT_CHECK) -> None:
         super().__init__(message)
         self.hint = hint
-        self.exit_code = exit_code
+        # click >= 8.2 declares exit_code a ClassVar; ours varies per error.
+        setattr(self, "exit_code", exit_code)  # noqa: B010
 
     def show(self, file: Any = None) -> None:
         """Print ``stepcache: error: <message>; <hint>`` on stderr."""
