@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,18 @@ def test_summarize_adds_up_processes_per_store() -> None:
 
 def test_report_says_when_no_store_was_opened() -> None:
     assert format_report([]) == ["no stepcache store was opened with stepcache.open_store"]
+
+
+def test_gt4py_option_without_gt4py_is_a_usage_error_naming_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("stepcache.integrations.gt4py")
+    if importlib.util.find_spec("gt4py") is not None:
+        pytest.skip("gt4py is installed here; tests/integrations cover the option")
+    monkeypatch.delenv("STEPCACHE_GT4PY", raising=False)
+    pytester.makepyfile("def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:xdist", "--stepcache-gt4py=memory://"
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--stepcache-gt4py*GT4Py is not importable*pip install*"])

@@ -49,12 +49,34 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="At the end, report what the stepcache stores did, summed over xdist workers.",
     )
     # Options of client integrations (stepcache.integrations.*) join this group here.
+    group.addoption(
+        "--stepcache-gt4py",
+        nargs="?",
+        const="1",
+        default=None,
+        metavar="SPEC",
+        help="Keep GT4Py's translations and compiled programs in a stepcache store: SPEC, "
+        "or the default store without one (like STEPCACHE_GT4PY=SPEC). Write "
+        "--stepcache-gt4py=SPEC, or put it after the test paths.",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the report collector when ``--stepcache-report`` is given."""
+    """Register the report collector; switch the GT4Py integration on when asked."""
     if config.getoption("stepcache_report"):
         config.pluginmanager.register(_Report(config), "stepcache-report")
+    spec = config.getoption("stepcache_gt4py")
+    if spec is not None:
+        os.environ["STEPCACHE_GT4PY"] = spec  # xdist workers and compile workers inherit it
+    if os.environ.get("STEPCACHE_GT4PY"):
+        # Imports GT4Py only now, before any test imports its backends; fails
+        # loudly when the installed GT4Py lacks what the integration needs.
+        from stepcache.integrations import gt4py as sc_gt4py
+
+        try:
+            sc_gt4py.enable_from_env()
+        except sc_gt4py.GT4PyIntegrationError as exc:
+            raise pytest.UsageError(f"--stepcache-gt4py / STEPCACHE_GT4PY: {exc}") from exc
 
 
 def process_snapshot() -> dict[str, Any]:

@@ -62,3 +62,14 @@ def test_put_dir_counts_the_files_and_bytes_of_the_tree(tmp_path: Path) -> None:
     store = DirectoryStore(tmp_path / "cache")
     store.put_dir(key(1), old_build(tmp_path / "build"))
     assert store.get(key(1)) == {"kind": "dir", "files": 2, "bytes": 3012}
+
+
+def test_write_atomic_creates_a_missing_destination_that_is_also_the_temp_dir(
+    tmp_path: Path,
+) -> None:
+    from stepcache.stores import _fsutil
+
+    target = tmp_path / "new" / "memo"
+    _fsutil.write_atomic(str(target / "x.json"), b"{}", str(target))
+    assert (target / "x.json").read_bytes() == b"{}"
+    assert [p.name for p in target.iterdir()] == ["x.json"]

@@ -100,7 +100,11 @@ def open_pair(a: str, b: str, *, durable: bool = False) -> tuple[int, int]:
     >>> for fd in fds: os.close(fd)
     """
     common, a_rel, b_rel = common_dir(a, b)
-    base = os.open(common, DIR_FLAGS)
+    try:
+        base = os.open(common, DIR_FLAGS)
+    except FileNotFoundError:  # a == b, or their common directory is new: above the trust line
+        os.makedirs(common, mode=0o700, exist_ok=True)
+        base = os.open(common, DIR_FLAGS)
     try:
         a_fd = _descend(base, common, a_rel, True, durable)
         try:
