@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from benchmarks import _harness as h
+from benchmarks._plot import save_plot
 from benchmarks.scenarios import SCENARIOS, Scenario, build, measure
 
 
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None, registry: Mapping[str, Scenario] = SCENA
     if args.plot:
         plots = [s.plot for s in sections if s.plot is not None and s.skipped is None]
         if plots:
-            h.save_plot(plots, args.plot)
+            save_plot(plots, args.plot)
             print(f"[benchmarks] plot: {args.plot}", file=sys.stderr)
     if args.json is not None:
         text = json.dumps(doc, indent=1, default=str)

@@ -1,4 +1,4 @@
-"""Shared benchmark machinery: timing, goals and verdicts, sections, markdown, JSON and plots.
+"""Shared benchmark machinery: timing, goals and verdicts, sections, markdown and JSON.
 
 A scenario measures and returns plain figures (a JSON-able dict); a
 *section* turns them into a markdown table whose rows carry the goal they
@@ -8,7 +8,7 @@ these run on are shared and noisy::
 
     times = interleaved({"a": f, "b": g}, repeat=100)
     a, b = summarize(times["a"]), summarize(times["b"])
-    goal = at_most(a.median / b.median, 1.3, "x")     # Goal(text="<= 1.3x", met=..., ...)
+    goal = at_most("a / b", a.median / b.median, 1.3, "x")  # Goal(text="≤ 1.3x", met=...)
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ __all__ = [
     "ratio",
     "machine",
     "render",
-    "save_plot",
+    "standalone",
     "summarize",
 ]
 
@@ -70,15 +70,21 @@ def summarize(samples: Sequence[float], factor: float = 1.0) -> Timing:
 
 
 def interleaved(
-    funcs: Mapping[str, Callable[[int], object]], repeat: int
+    funcs: Mapping[str, Callable[[int], object]], repeat: int, warmup: int = 0
 ) -> dict[str, list[float]]:
     """Seconds per call of each ``func(i)``, calling each once per round for ``repeat`` rounds.
 
     Interleaving makes drift in the machine's speed (other jobs, frequency
-    scaling) hit every contender alike, so their ratios stay meaningful::
+    scaling) hit every contender alike, so their ratios stay meaningful.
+    ``warmup`` untimed rounds come first, to warm caches and code paths; they
+    pass ``i`` from ``repeat`` on, so no timed call repeats one of theirs
+    (a second miss of the same key would find the kernel's negative cache)::
 
         times = interleaved({"floor": lambda i: read(i), "store": lambda i: get(i)}, 100)
     """
+    for i in range(repeat, repeat + warmup):
+        for func in funcs.values():
+            func(i)
     times: dict[str, list[float]] = {name: [] for name in funcs}
     clock = time.perf_counter_ns
     for i in range(repeat):
@@ -354,52 +360,26 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-# -- plot --------------------------------------------------------------------------------------
-def save_plot(plots: Sequence[Plot], path: str) -> None:
-    """Draw every plot as one panel of a PNG at ``path`` (matplotlib, Agg, imported here)."""
-    import matplotlib
+# -- a module run alone ------------------------------------------------------------------------
+def standalone(
+    run: Callable[[bool], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    description: str,
+    argv: Sequence[str] | None = None,
+) -> None:
+    """The command line of a ``bench_*`` module run alone: ``[--quick] [--json]``.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Prints ``table(run(quick))``, or the figures as JSON with ``--json``::
 
-    cols = 2 if len(plots) > 1 else 1
-    rows = (len(plots) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 4.2 * rows), squeeze=False)
-    for ax, plot in zip(axes.flat, plots, strict=False):
-        _draw(ax, plot)
-    for ax in list(axes.flat)[len(plots) :]:
-        ax.set_visible(False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+        def main(argv=None):
+            standalone(run, table, "Fingerprint speed against its floor.", argv)
+    """
+    import argparse
+    import json
 
-
-def _draw(ax: Any, plot: Plot) -> None:
-    n = max(len(plot.series), 1)
-    values = [y for ys in plot.series.values() for y in ys if y] + list(plot.refs.values())
-    if plot.kind == "line":
-        xs = [float(c) for c in plot.categories]
-        for label, ys in plot.series.items():
-            points = [(x, y) for x, y in zip(xs, ys, strict=True) if y is not None]
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-        ax.set_xscale("log")
-    else:
-        width = 0.8 / n
-        for k, (label, ys) in enumerate(plot.series.items()):
-            xs = [i + (k - (n - 1) / 2) * width for i in range(len(plot.categories))]
-            heights = [0.0 if y is None else y for y in ys]
-            bars = ax.bar(xs, heights, width=width, label=label)
-            ax.bar_label(bars, labels=[fmt(y) if y else "" for y in ys], fontsize=6)
-        ax.set_xticks(range(len(plot.categories)))
-        ax.set_xticklabels(plot.categories, fontsize=8)
-    for k, (label, y) in enumerate(plot.refs.items()):
-        ax.axhline(y, linestyle="--", linewidth=0.8, color=f"C{k + 5}", label=label)
-    if plot.log:
-        ax.set_yscale("log")
-    if values:  # headroom above the tallest bar for the legend
-        top = max(values)
-        ax.set_ylim(top=top * 8 if plot.log else top * 1.35)
-    ax.set_title(plot.title, fontsize=10)
-    ax.set_ylabel(plot.ylabel, fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", ncol=min(4, n + len(plot.refs)))
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats: noisy figures")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    figures = run(args.quick)
+    print(json.dumps(figures, indent=2) if args.json else table(figures))

@@ -15,20 +15,22 @@ so that load on the machine hits both alike; min and median are reported.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import enum
-import json
+import os
 import pickle
 import random
-import statistics
-import time
-from collections.abc import Callable
+import sys
 from typing import Any
 
 import xxhash
 
 from stepcache.fingerprint import fingerprint
+
+if not __package__:  # run as a script: the checkout is not on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _harness as h
 
 NODES = 10_000
 
@@ -107,35 +109,24 @@ def _floor(tree: Any) -> str:
     return xxhash.xxh3_128(pickle.dumps(tree)).hexdigest()
 
 
-def _time_interleaved(funcs: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[int]]:
-    times: dict[str, list[int]] = {name: [] for name in funcs}
-    for _ in range(repeat):
-        for name, func in funcs.items():
-            start = time.perf_counter_ns()
-            func()
-            times[name].append(time.perf_counter_ns() - start)
-    return times
-
-
 def run(quick: bool = False) -> dict[str, Any]:
     """Measure and return nodes, ns per node (min, median) for both, and the ratios."""
     tree, nodes = make_tree()
     fingerprint(tree)  # resolve per-type handlers once, as any long run would
-    times = _time_interleaved(
-        {"fingerprint": lambda: fingerprint(tree), "floor": lambda: _floor(tree)},
+    times = h.interleaved(
+        {"fingerprint": lambda i: fingerprint(tree), "floor": lambda i: _floor(tree)},
         repeat=5 if quick else 30,
     )
-    fmin, fmed = min(times["fingerprint"]) / nodes, statistics.median(times["fingerprint"]) / nodes
-    pmin, pmed = min(times["floor"]) / nodes, statistics.median(times["floor"]) / nodes
+    mine, floor = (h.summarize(times[n], 1e9 / nodes) for n in ("fingerprint", "floor"))
     return {
         "nodes": nodes,
-        "repeat": len(times["floor"]),
-        "fingerprint_ns_per_node_min": round(fmin, 1),
-        "fingerprint_ns_per_node_median": round(fmed, 1),
-        "floor_ns_per_node_min": round(pmin, 1),
-        "floor_ns_per_node_median": round(pmed, 1),
-        "ratio_min": round(fmin / pmin, 3),
-        "ratio_median": round(fmed / pmed, 3),
+        "repeat": floor.n,
+        "fingerprint_ns_per_node_min": round(mine.min, 1),
+        "fingerprint_ns_per_node_median": round(mine.median, 1),
+        "floor_ns_per_node_min": round(floor.min, 1),
+        "floor_ns_per_node_median": round(floor.median, 1),
+        "ratio_min": round(mine.min / floor.min, 3),
+        "ratio_median": round(mine.median / floor.median, 3),
     }
 
 
@@ -154,12 +145,8 @@ def table(figures: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Fingerprint speed against its floor.")
-    parser.add_argument("--quick", action="store_true", help="few repetitions (smoke test)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-    figures = run(quick=args.quick)
-    print(json.dumps(figures, indent=2) if args.json else table(figures))
+    """Command line: print the table, or the figures as JSON with ``--json``."""
+    h.standalone(run, table, "Fingerprint speed against its floor.", argv)
 
 
 if __name__ == "__main__":

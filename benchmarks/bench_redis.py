@@ -23,24 +23,22 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
+import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import stepcache as sc
+from stepcache.stores.directory import DirectoryStore
 from stepcache.stores.redis import RedisStore
 from stepcache.stores.tiered import TieredStore
 
-try:
-    from stepcache.stores.directory import DirectoryStore
-except ImportError:  # pragma: no cover - only while the backend is being written
-    DirectoryStore = None  # type: ignore[assignment,misc]
+if not __package__:  # run as a script: the checkout is not on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _harness as h
 
 SIZES = {"1KB": 1_000, "10KB": 10_000, "1MB": 1_000_000}
 SECRET = b"bench-secret"
@@ -50,62 +48,54 @@ def _keys(n: int, tag: str) -> list[str]:
     return [sc.fingerprint((tag, i)) for i in range(n)]
 
 
-def _time(fn: Callable[..., object], *args: object) -> int:
-    start = time.perf_counter_ns()
-    fn(*args)
-    return time.perf_counter_ns() - start
-
-
 def _stores(root: Path, unix_url: str, tcp_url: str) -> dict[str, Any]:
     prefix = f"bench{os.getpid()}:"
-    stores: dict[str, Any] = {
+    shared = RedisStore(unix_url, prefix=prefix + "x:", secret=SECRET)
+    other = RedisStore(unix_url, prefix=prefix + "x:", secret=SECRET)
+    return {
         "redis-unix": RedisStore(unix_url, prefix=prefix + "u:", secret=SECRET),
         "redis-tcp": RedisStore(tcp_url, prefix=prefix + "t:", secret=SECRET),
+        "dir": DirectoryStore(root / "dir", secret=SECRET),
+        "tiered": TieredStore([DirectoryStore(root / "a", secret=SECRET), shared]),
+        "tiered-cold": TieredStore([DirectoryStore(root / "b", secret=SECRET), other]),
     }
-    if DirectoryStore is not None:
-        stores["dir"] = DirectoryStore(root / "dir", secret=SECRET)
-        shared = RedisStore(unix_url, prefix=prefix + "x:", secret=SECRET)
-        stores["tiered"] = TieredStore([DirectoryStore(root / "a", secret=SECRET), shared])
-        other = RedisStore(unix_url, prefix=prefix + "x:", secret=SECRET)
-        stores["tiered-cold"] = TieredStore([DirectoryStore(root / "b", secret=SECRET), other])
-    return stores
 
 
 def _measure_size(stores: dict[str, Any], raw: Any, size: int, n: int) -> dict[str, Any]:
-    """Per store: set and get times (ns) of ``n`` keys of ``size`` bytes, interleaved."""
+    """Per store: µs per set and per get (min, median) of ``n`` keys of ``size`` bytes.
+
+    Every key is set in every store (and by bare redis-py) before the next
+    key; then every key is read back the same way.
+    """
     keys = _keys(n, f"size{size}")
     value = os.urandom(size)
-    times: dict[str, dict[str, list[int]]] = {
-        name: {"set": [], "get": []} for name in [*stores, "raw-redis"]
+    sets: dict[str, Callable[[int], object]] = {
+        name: _setter(store, keys, value) for name, store in stores.items() if name != "tiered-cold"
+    }  # tiered-cold only reads what the other machine wrote
+    sets["raw-redis"] = lambda i: raw.set(f"raw:{keys[i]}", value)
+    gets: dict[str, Callable[[int], object]] = {
+        name: _getter(store, keys) for name, store in stores.items()
     }
-    writers = {name: s for name, s in stores.items() if name != "tiered-cold"}
-    for k in keys:
-        for name, store in writers.items():
-            times[name]["set"].append(_time(store.set, k, value))
-        times["raw-redis"]["set"].append(_time(raw.set, f"raw:{k}", value))
-    for k in keys:
-        for name, store in stores.items():
-            times[name]["get"].append(_time(store.get, k))
-        times["raw-redis"]["get"].append(_time(raw.get, f"raw:{k}"))
-    times["tiered-cold"]["set"] = []  # it only reads what the other machine wrote
-    return times
-
-
-def _summary(times: dict[str, dict[str, list[int]]]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for name, ops in times.items():
-        out[name] = {}
-        for op, ns in ops.items():
-            if ns:
-                out[name][f"{op}_us_median"] = round(statistics.median(ns) / 1000, 1)
-                out[name][f"{op}_us_min"] = round(min(ns) / 1000, 1)
+    gets["raw-redis"] = lambda i: raw.get(f"raw:{keys[i]}")
+    out: dict[str, dict[str, float]] = {name: {} for name in gets}
+    for op, funcs in (("set", sets), ("get", gets)):
+        for name, seconds in h.interleaved(funcs, n).items():
+            us = h.summarize(seconds, 1e6)
+            out[name][f"{op}_us_median"] = round(us.median, 1)
+            out[name][f"{op}_us_min"] = round(us.min, 1)
     return out
 
 
+def _setter(store: Any, keys: list[str], value: bytes) -> Callable[[int], object]:
+    return lambda i: store.set(keys[i], value)
+
+
+def _getter(store: Any, keys: list[str]) -> Callable[[int], object]:
+    return lambda i: store.get(keys[i])
+
+
 def _ratios(summary: dict[str, dict[str, float]]) -> None:
-    ref = summary.get("dir")
-    if ref is None:
-        return
+    ref = summary["dir"]
     for figures in summary.values():
         for op in ("set", "get"):
             if f"{op}_us_median" in figures:
@@ -127,18 +117,20 @@ def run(quick: bool = False) -> dict[str, Any]:
     with (
         RedisServer() as unix_server,
         RedisServer(tcp=True) as tcp_server,
-        tempfile.TemporaryDirectory() as root,
+        tempfile.TemporaryDirectory(prefix="stepcache-bench-redis-") as root,
     ):
         stores = _stores(Path(root), unix_server.url, tcp_server.url)
         raw = redis.Redis.from_url(unix_server.url)
-        for label, size in SIZES.items():
-            summary = _summary(_measure_size(stores, raw, size, counts[label]))
-            _ratios(summary)
-            results[label] = summary
-        backfills = stores["tiered-cold"].stats().backfills if "tiered-cold" in stores else 0
-        for store in stores.values():
-            store.close()
-        raw.close()
+        try:
+            for label, size in SIZES.items():
+                summary = _measure_size(stores, raw, size, counts[label])
+                _ratios(summary)
+                results[label] = summary
+            backfills = stores["tiered-cold"].stats().backfills
+        finally:  # before the directory goes: closing writes the stores' stats files
+            for store in stores.values():
+                store.close()
+            raw.close()
     return {"keys_per_size": counts, "backfills": backfills, "results": results}
 
 
@@ -161,14 +153,8 @@ def table(figures: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="RedisStore and TieredStore against DirectoryStore."
-    )
-    parser.add_argument("--quick", action="store_true", help="few keys (smoke test)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args(argv)
-    figures = run(quick=args.quick)
-    print(json.dumps(figures, indent=2) if args.json else table(figures))
+    """Command line: print the table, or the figures as JSON with ``--json``."""
+    h.standalone(run, table, "RedisStore and TieredStore against DirectoryStore.", argv)
 
 
 if __name__ == "__main__":

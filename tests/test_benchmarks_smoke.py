@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -121,7 +122,7 @@ def test_unknown_scenario_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
 def test_every_default_scenario_is_listed() -> None:
     names = [s.name for s in SCENARIOS.values() if s.default]
     assert sorted(names) == sorted([
-        "store", "miss", "open", "contention", "herd", "demo", "scaling", "identity",
+        "store", "open", "contention", "herd", "demo", "scaling", "identity",
         "fingerprint", "redis",
     ])  # fmt: skip
 
@@ -154,11 +155,15 @@ def test_lockstep_workers_return_results_and_failures_in_order() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_a_real_scenario_runs_from_the_command_line(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
+def test_a_real_scenario_runs_from_the_command_line_and_leaves_no_temp_files(
+    tmp_path: Path,
+) -> None:
+    out, tmp = tmp_path / "bench.json", tmp_path / "tmp"
+    tmp.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--only", "miss", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "store", "--json", str(out)],
         cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp)},
         capture_output=True,
         text=True,
         timeout=100,
@@ -166,13 +171,32 @@ def test_a_real_scenario_runs_from_the_command_line(tmp_path: Path) -> None:
     )
 
     assert proc.returncode == 0, proc.stderr
-    assert "### 1b. get of an absent key (miss)" in proc.stdout
-    section: dict[str, Any] = json.loads(out.read_text())["sections"]["miss"]
+    assert "### 1. get (hit, miss) and set at 1 KB, 10 KB, 1 MB" in proc.stdout
+    section: dict[str, Any] = json.loads(out.read_text())["sections"]["store"]
     assert section["skipped"] is None
     assert section["columns"][-2:] == ["goal", "verdict"]
-    contenders = [row[0] for row in section["rows"]]
-    assert contenders[:2] == ["floor", "stepcache"]
-    assert section["figures"]["us"]["stepcache"]["n"] == section["figures"]["repeat"]
+    misses = [row[2] for row in section["rows"] if row[1] == "miss"]
+    assert misses[:2] == ["floor", "DirectoryStore"]
+    assert len(section["goals"]) == 6  # hit and set at three sizes; none for misses
+    assert [p.name for p in tmp.iterdir()] == []  # stores closed before their removal
+
+
+@pytest.mark.timeout(60)
+def test_a_bench_module_runs_alone_as_a_script(tmp_path: Path) -> None:
+    script = ROOT / "benchmarks" / "bench_fingerprint.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    assert figures["repeat"] == 5
+    assert figures["nodes"] >= 10_000
 
 
 def test_fake_module_template_is_valid_python() -> None:
