@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_run import run_cli, run_json
 
 import stepcache as sc
 from stepcache.cli import main
@@ -64,27 +61,6 @@ def populate(root: Path) -> dict[str, str]:
         "lap_o3": faster.key_for(program("lap")),
         "parse_lap": parse.key_for(program("lap")),
     }
-
-
-def run_cli(*args: str, store: Path | str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "STEPCACHE_DIR"}
-    env.update(NO_COLOR="1", COLUMNS="200")
-    prefix = ["--store", str(store)] if store is not None else []
-    return subprocess.run(
-        [sys.executable, "-m", "stepcache.cli", *prefix, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-
-
-def run_json(*args: str, store: Path | str) -> Any:
-    proc = run_cli(*args, "--json", store=store)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
-    return json.loads(proc.stdout)  # the whole of stdout is one document
 
 
 @pytest.fixture

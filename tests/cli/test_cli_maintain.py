@@ -8,36 +8,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_run import run_cli, run_json
 
 import stepcache as sc
 from stepcache.cli import main
 
 LABELS = ("alpha", "beta", "gamma", "delta")
-
-
-def run_cli(*args: str, store: Path | str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "STEPCACHE_DIR"}
-    env.update(NO_COLOR="1", COLUMNS="200")
-    prefix = ["--store", str(store)] if store is not None else []
-    return subprocess.run(
-        [sys.executable, "-m", "stepcache.cli", *prefix, *args],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-
-
-def run_json(*args: str, store: Path | str) -> Any:
-    proc = run_cli(*args, "--json", store=store)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr == ""
-    return json.loads(proc.stdout)  # the whole of stdout is one document
 
 
 def entry_path(root: Path, key: str) -> Path:
