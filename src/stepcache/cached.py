@@ -21,7 +21,7 @@ from stepcache.codec import EntryHeader
 from stepcache.fingerprint import diff_manifests, fingerprint, manifest
 from stepcache.identity import CodeIdentity, Toolchain, code_identity
 from stepcache.step import FunctionStep, StepBase
-from stepcache.stores.base import Store
+from stepcache.stores.base import MISSING, Store
 
 __all__ = [
     "CachedDirStep",
@@ -258,7 +258,8 @@ class CachedStep(StepBase):
         same label) whose manifest differs in the fewest paths.
         """
         key, label = self.key_for(inp), self.label_for(inp)
-        if key in self.store:
+        # Verified, not just present: a damaged entry would miss on the next call.
+        if self.store._lookup(key) is not MISSING:
             return MissReport(True, key, self.name, label)
         return compare_to_nearest(
             self.store.headers(), key, self.name, label, self.manifest_for(inp)

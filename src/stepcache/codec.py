@@ -108,14 +108,37 @@ def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
     if codec == "pickle":
         return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if codec == "safe":
+        problem = ""
         try:
-            return SAFE, json.dumps(value, separators=(",", ":"), allow_nan=True).encode()
+            data = json.dumps(value, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
+            data, problem = None, f": {exc}"
+        # JSON turns tuples into lists and int keys into strings: a value that
+        # would come back different is refused, so a hit never differs from a miss.
+        if data is None or json.loads(data) != value or not _json_exact(value):
             raise TypeError(
-                f"the 'safe' codec stores bytes and JSON-like values only, not "
-                f"{type(value).__name__}; open the store with codec='pickle' to store it"
-            ) from exc
+                f"the 'safe' codec stores bytes and JSON values (dict with str keys, list, "
+                f"str, int, float, bool, None) only, not this {type(value).__name__}"
+                f"{problem}; open the store with codec='pickle'"
+            )
+        return SAFE, data.encode()
     raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+
+
+def _json_exact(value: Any) -> bool:
+    """Whether ``value`` is made only of types JSON gives back unchanged."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if not all(type(k) is str for k in item):
+                return False
+            stack.extend(item.values())
+        elif type(item) is list:
+            stack.extend(item)
+        elif item is not None and type(item) not in (str, int, float, bool):
+            return False
+    return True
 
 
 def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bool = True) -> Any:

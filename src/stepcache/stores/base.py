@@ -114,6 +114,7 @@ class Store(MutableMapping[str, Any], abc.ABC):
         self._counters.add("opens")
         self._flights: dict[str, list[Any]] = {}
         self._flights_lock = threading.Lock()
+        self._flights_pid = os.getpid()
         self._said: set[str] = set()
         self._pid = os.getpid()
         self.closed = False
@@ -308,12 +309,19 @@ class Store(MutableMapping[str, Any], abc.ABC):
     # -- single flight -----------------------------------------------------
     @contextlib.contextmanager
     def _single_flight(self, key: str, deadline: float) -> Iterator[bool]:
+        if self._flights_pid != os.getpid():
+            # A forked child inherits locks held by its parent's threads, which
+            # nobody in the child will ever release: start with none.
+            self._flights, self._flights_lock = {}, threading.Lock()
+            self._flights_pid = os.getpid()
         with self._flights_lock:
             flight = self._flights.setdefault(key, [threading.Lock(), 0])
             flight[1] += 1
         lock: threading.Lock = flight[0]
         try:
-            got = lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+            got = lock.acquire(
+                timeout=min(threading.TIMEOUT_MAX, max(0.0, deadline - time.monotonic()))
+            )
             try:
                 if not got:
                     yield False

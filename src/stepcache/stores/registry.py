@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def open_store(spec: str | os.PathLike[str] | None = None, **options: Any) -> St
     True
     """
     canonical = resolve_spec(spec)[1]
-    ident = (canonical, tuple(sorted(options.items())))
+    ident = (canonical, _freeze(options))
     with _lock:
         store = _registry.get(ident)
         if store is not None and not store.closed and store._pid == os.getpid():
@@ -113,6 +114,16 @@ def open_store(spec: str | os.PathLike[str] | None = None, **options: Any) -> St
         store = construct(canonical, **options)
         _registry[ident] = store
         return store
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for option values (mappings and sequences included)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [_freeze(v) for v in value]
+        return tuple(sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items)
+    return value
 
 
 def construct(spec: str | os.PathLike[str] | None, **options: Any) -> Store:

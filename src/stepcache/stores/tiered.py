@@ -299,7 +299,8 @@ class TieredStore(Store):
     def _save(self, key: str, blob: bytes) -> None:
         failure: OSError | None = None
         try:
-            self.local._save(key, blob)
+            if not self.local.read_only:
+                self.local._save(key, blob)
         except OSError as exc:
             failure = exc
         if self._remote_writable():
@@ -308,7 +309,7 @@ class TieredStore(Store):
             raise failure
 
     def _remove(self, key: str) -> bool:
-        removed = self.local._remove(key)
+        removed = False if self.local.read_only else self.local._remove(key)
         if self._remote_writable():
             removed = (
                 self._remote_call("delete", lambda: self.remote._remove(key), False) or removed
@@ -348,7 +349,10 @@ class TieredStore(Store):
             blob = self._pack(
                 key, _archive.pack_tree(Path(src_dir)), {"kind": "dir", **(info or {})}
             )
-        path = self.local.put_dir(key, src_dir, info=info, move=move)
+        if self.local.read_only:  # a read-only local tier keeps nothing; the caller keeps src_dir
+            path = Path(src_dir)
+        else:
+            path = self.local.put_dir(key, src_dir, info=info, move=move)
         if blob is not None:
             self._remote_call("write", lambda: self.remote._save(key, blob), None)
         return path
