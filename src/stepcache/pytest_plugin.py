@@ -28,6 +28,7 @@ import collections
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -207,12 +208,46 @@ def _entries_now(spec: str) -> int | None:
         return None
 
 
+def _other_processes(spec: str, since: float, known: set[Any]) -> list[dict[str, Any]]:
+    """Snapshots of processes outside pytest that used directory store ``spec`` since ``since``.
+
+    Tools that compile in worker processes of their own (GT4Py does) use the
+    store there; a directory store's per-instance stats files
+    (``stats/<host>-<pid>-<n>``) record what they did.
+    """
+    if not spec.startswith("dir://"):
+        return []
+    from stepcache.stores._fsutil import HOST
+
+    found = []
+    try:
+        entries = list(os.scandir(spec[len("dir://") :] + "/stats"))
+    except OSError:
+        return []
+    for entry in entries:
+        host, _, pid = entry.name.rpartition("-")[0].rpartition("-")
+        try:
+            if host == HOST and int(pid) in known:
+                continue  # a pytest process: its own snapshot counts it
+            if entry.stat(follow_symlinks=False).st_mtime < since:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as fh:
+                stats = json.loads(fh.read())
+        except (OSError, ValueError):
+            continue
+        store = {"spec": spec, "stats": stats, "miss_reasons": []}
+        found.append({"pid": entry.name, "stores": [store]})
+    return found
+
+
 class _Report:
     """Collects process snapshots; prints them on the controller."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.snapshots: list[dict[str, Any]] = []
+        self.started = time.time()
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -229,9 +264,12 @@ class _Report:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if hasattr(self.config, "workerinput"):
             return
+        snapshots = [process_snapshot(), *self.snapshots]
+        known = {snap["pid"] for snap in snapshots}
+        for spec in sorted({store["spec"] for snap in snapshots for store in snap["stores"]}):
+            snapshots += _other_processes(spec, self.started, known)
         reports = [
-            dataclasses.replace(r, entries=_entries_now(r.spec))
-            for r in summarize([process_snapshot(), *self.snapshots])
+            dataclasses.replace(r, entries=_entries_now(r.spec)) for r in summarize(snapshots)
         ]
         terminalreporter.write_sep("-", "stepcache report")
         for line in format_report(reports):

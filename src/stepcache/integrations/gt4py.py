@@ -143,7 +143,7 @@ class TranslationCache(MutableMapping[str, Any]):
         return fingerprint((_KEY_VERSION, "translation", self.backend, self.salt, key))
 
     def __getitem__(self, key: str) -> Any:
-        value = self.store.get(self.store_key(key), MISSING)
+        value = self.store.get(self.store_key(key), MISSING, info={"step": self.step})
         if value is MISSING:
             raise KeyError(key)
         return value
@@ -296,9 +296,9 @@ def _build_key(folder_name: str) -> str:
     return fingerprint((_KEY_VERSION, "build", folder_name, _state.toolchain))
 
 
-def _restore(gt: Any, store: Store, key: str, folder: Path) -> bool:
+def _restore(gt: Any, store: Store, key: str, folder: Path, step: str) -> bool:
     """Copy a stored compiled program into ``folder``; return whether it is usable now."""
-    stored = store.get_dir(key)
+    stored = store.get_dir(key, info={"step": step})
     if stored is None:
         return False
     from stepcache.stores import _fsutil
@@ -336,6 +336,7 @@ def _save(store: Store, key: str, artifact: Any, info: dict[str, str]) -> None:
 class _Build:
     """One compiler call: its build folder, once GT4Py asked for it, and whether to save it."""
 
+    step: str
     folder: Path | None = None
     key: str = ""
     save: bool = False
@@ -355,7 +356,7 @@ def _cache_folder(original: Callable[..., Any], *args: Any, **kwargs: Any) -> An
         if gt.compiler.is_usable(gt.build_data.read_data(build.folder), build.folder):
             build.save = build.key not in store  # from GT4Py's own persistent cache
         else:
-            build.save = not _restore(gt, store, build.key, build.folder)
+            build.save = not _restore(gt, store, build.key, build.folder, build.step)
     return folder
 
 
@@ -364,7 +365,8 @@ def _compile(original: Callable[[Any, Any], Any], compiler: Any, inp: Any) -> An
     store = _state.store
     if store is None or compiler.force_recompile:
         return original(compiler, inp)
-    build = _Build()
+    backend = type(compiler).__name__.removesuffix("Compiler").lower() or "cpp"
+    build = _Build(step=f"gt4py.build[{backend}]")
     token = _building.set(build)
     try:
         artifact = original(compiler, inp)
@@ -373,9 +375,11 @@ def _compile(original: Callable[[Any, Any], Any], compiler: Any, inp: Any) -> An
     if build.folder is None:
         _say_once("folder", "stepcache: GT4Py built without asking for a folder; not cached")
     elif build.save and not store.read_only and Path(artifact.src_dir) == build.folder:
-        backend = type(compiler).__name__.removesuffix("Compiler").lower() or "cpp"
         label = str(getattr(getattr(inp.program_source, "entry_point", None), "name", ""))
-        _save(store, build.key, artifact, {"step": f"gt4py.build[{backend}]", "label": label})
+        _save(store, build.key, artifact, {"step": build.step, "label": label})
+    # GT4Py's compile workers outlive their tasks: record what this one did now,
+    # so a report made before they exit (pytest's) sees it.
+    store.flush()
     return artifact
 
 

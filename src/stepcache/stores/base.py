@@ -233,14 +233,30 @@ class Store(MutableMapping[str, Any], abc.ABC):
         return True
 
     # -- public mapping API --------------------------------------------------
-    def get(self, key: str, default: Any = None) -> Any:
-        """The value under ``key``, or ``default``; counts a hit or a miss."""
+    def get(self, key: str, default: Any = None, *, info: Mapping[str, Any] | None = None) -> Any:
+        """The value under ``key``, or ``default``; counts a hit or a miss.
+
+        ``info`` (``step``, ``label``) attributes the lookup to a step, as
+        :meth:`get_or_compute` does, for callers that compute and store themselves.
+        """
         value = self._lookup(validate_key(key))
-        if value is MISSING:
-            self._counters.add("misses")
-            return default
-        self._counters.add("hits")
-        return value
+        self._count_lookup(key, value is not MISSING, info)
+        return default if value is MISSING else value
+
+    def _count_lookup(self, key: str, hit: bool, info: Mapping[str, Any] | None) -> None:
+        if info is None:
+            self._counters.add("hits" if hit else "misses")
+        elif hit:
+            self._counters.add("hits", step=str(info.get("step", "")))
+        else:
+            self._counters.miss(str(info.get("step", "")), str(info.get("label", "")), key)
+
+    def flush(self) -> None:
+        """Make this process's counters visible to other processes now (where a store records them).
+
+        Counters are otherwise recorded every few seconds while in use and at
+        exit; a worker process that lives on between tasks calls this after each.
+        """
 
     def __getitem__(self, key: str) -> Any:
         value = self.get(key, MISSING)
@@ -469,10 +485,10 @@ class Store(MutableMapping[str, Any], abc.ABC):
             shutil.rmtree(src, ignore_errors=True)
         return self._materialize(key, payload)
 
-    def get_dir(self, key: str) -> Path | None:
+    def get_dir(self, key: str, *, info: Mapping[str, Any] | None = None) -> Path | None:
         """The directory :meth:`put_dir` stored under ``key``, or ``None``; counted."""
         found = self._find_dir(validate_key(key))
-        self._counters.add("misses" if found is None else "hits")
+        self._count_lookup(key, found is not None, info)
         return found
 
     def _find_dir(self, key: str) -> Path | None:

@@ -387,6 +387,11 @@ class DirectoryStore(Store):
         entries, nbytes = self._usage()
         return Stats.combine(parts, entries=entries, nbytes=nbytes)
 
+    def flush(self) -> None:
+        """Write this instance's counters to its stats file now (if they changed)."""
+        if self._stats_file is not None:
+            self._stats_file.flush()
+
     def close(self) -> None:
         """Write this instance's counters and release resources."""
         if self._stats_file is not None:

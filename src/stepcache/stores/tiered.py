@@ -380,6 +380,10 @@ class TieredStore(Store):
         self._counters.add("backfills")
         return path
 
+    def flush(self) -> None:
+        """Record the counters now: they are the local tier's."""
+        self.local.flush()
+
     # -- lifecycle ---------------------------------------------------------------------
     def stats(self) -> Stats:
         """The local store's statistics, which include this store's counters."""
