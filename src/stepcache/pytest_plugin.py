@@ -217,27 +217,20 @@ def _other_processes(spec: str, since: float, known: set[Any]) -> list[dict[str,
     """
     if not spec.startswith("dir://"):
         return []
-    from stepcache.stores._fsutil import HOST
+    from stepcache.stores._dirstate import read_named_stats
+    from stepcache.stores._fsutil import HOST, parse_owner
 
-    found = []
     try:
-        entries = list(os.scandir(spec[len("dir://") :] + "/stats"))
+        named = read_named_stats(spec[len("dir://") :] + "/stats", since=since)
     except OSError:
         return []
-    for entry in entries:
-        host, _, pid = entry.name.rpartition("-")[0].rpartition("-")
-        try:
-            if host == HOST and int(pid) in known:
-                continue  # a pytest process: its own snapshot counts it
-            if entry.stat(follow_symlinks=False).st_mtime < since:
-                continue
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as fh:
-                stats = json.loads(fh.read())
-        except (OSError, ValueError):
-            continue
-        store = {"spec": spec, "stats": stats, "miss_reasons": []}
-        found.append({"pid": entry.name, "stores": [store]})
+    found = []
+    for name, stats in sorted(named.items()):
+        owner = parse_owner(name)
+        if owner is None or (owner[0] == HOST and owner[1] in known):
+            continue  # the archive of exited processes, or a pytest process counted already
+        store = {"spec": spec, "stats": stats.to_dict(), "miss_reasons": []}
+        found.append({"pid": name, "stores": [store]})
     return found
 
 

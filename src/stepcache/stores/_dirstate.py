@@ -305,22 +305,39 @@ def _read(dir_fd: int, name: str) -> Stats | None:
             return None  # being replaced, truncated by a crash, or foreign
 
 
-def read_stats(stats_dir: str, *, skip: str | None = None) -> list[Stats]:
-    """Counters of the stats files in ``stats_dir`` but ``skip``, leaving out unreadable ones.
+def read_named_stats(stats_dir: str, *, since: float = 0.0) -> dict[str, Stats]:
+    """Counters by stats file name, of the files in ``stats_dir`` written at or after ``since``.
 
-    A ``stats_dir`` replaced by a symlink or a file holds no counters: it is not followed.
+    Unreadable files are left out. A ``stats_dir`` replaced by a symlink or a
+    file holds no counters: it is not followed.
     """
     try:
         fd = _beneath.open_leaf(stats_dir)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            return []
+            return {}
         raise
+    found = {}
     try:
-        found = [_read(fd, name) for name in os.listdir(fd) if name != skip]
+        with os.scandir(fd) as it:
+            entries = list(it)
+        for entry in entries:
+            try:
+                if since and entry.stat(follow_symlinks=False).st_mtime < since:
+                    continue
+            except FileNotFoundError:
+                continue
+            stats = _read(fd, entry.name)
+            if stats is not None:
+                found[entry.name] = stats
     finally:
         os.close(fd)
-    return [s for s in found if s is not None]
+    return found
+
+
+def read_stats(stats_dir: str, *, skip: str | None = None) -> list[Stats]:
+    """Counters of the stats files in ``stats_dir`` but ``skip`` (see :func:`read_named_stats`)."""
+    return [stats for name, stats in read_named_stats(stats_dir).items() if name != skip]
 
 
 def _exited(dir_fd: int, now: float) -> list[str]:
