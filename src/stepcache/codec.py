@@ -44,11 +44,13 @@ __all__ = [
     "CODECS",
     "CorruptEntry",
     "EntryHeader",
+    "TreePayload",
     "decode_value",
     "header_size",
     "pack_entry",
     "read_header",
     "unpack_entry",
+    "verify_entry",
 ]
 
 MAGIC: Final = b"\x93SCE"
@@ -61,8 +63,8 @@ _CHECKSUM_AT: Final = PREFIX_SIZE - 8
 #: creation times past this (the year 5138) are damage, and would break date formatting
 _MAX_CREATED: Final = 1e11
 
-PICKLE, RAW, SAFE = 0, 1, 2
-CODECS: Final[Mapping[str, int]] = {"pickle": PICKLE, "raw": RAW, "safe": SAFE}
+PICKLE, RAW, SAFE, TREE = 0, 1, 2, 3
+CODECS: Final[Mapping[str, int]] = {"pickle": PICKLE, "raw": RAW, "safe": SAFE, "tree": TREE}
 _CODEC_NAMES: Final = {v: k for k, v in CODECS.items()}
 
 
@@ -101,10 +103,20 @@ class EntryHeader:
         return str(self.info.get("label", ""))
 
 
+class TreePayload(bytes):
+    """The payload of an artifact tree entry (see :mod:`stepcache.stores.artifacts`).
+
+    Stored under its own codec id, so a tree entry is never mistaken for a
+    value, whatever the store's codec.
+    """
+
+
 def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
     """Serialise ``value``: bytes are stored raw; otherwise the store's codec."""
     if type(value) is bytes:
         return RAW, value
+    if type(value) is TreePayload:
+        return TREE, bytes(value)
     if codec == "pickle":
         return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if codec == "safe":
@@ -147,6 +159,8 @@ def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bo
         return bytes(payload)
     if codec_id == SAFE:
         return json.loads(bytes(payload))
+    if codec_id == TREE:
+        return TreePayload(payload)
     if codec_id == PICKLE:
         if not allow_pickle:
             raise CorruptEntry("pickled entry in a store that only accepts the safe codec")
@@ -245,15 +259,11 @@ def read_header(blob: bytes | memoryview, *, key: str | None = None) -> EntryHea
     return EntryHeader(entry_key, name, created, plen, total, signed, info)
 
 
-def unpack_entry(
-    blob: bytes | memoryview,
-    key: str,
-    *,
-    secret: bytes | None = None,
-    allow_pickle: bool = True,
-) -> Any:
-    """Verify an entry and return its value; raise :class:`CorruptEntry` if it does not verify."""
-    flags, codec_id, klen, ilen, plen, _, checksum = _parse_prefix(blob)
+def verify_entry(blob: bytes | memoryview, key: str, *, secret: bytes | None = None) -> int:
+    """Check an entry's length, key, checksum and (with ``secret``) signature; return the
+    offset of its payload. Raise :class:`CorruptEntry` if it does not verify; decodes nothing.
+    """
+    flags, _, klen, ilen, plen, _, checksum = _parse_prefix(blob)
     signed = flags & _FLAG_SIGNED
     start = PREFIX_SIZE + klen + ilen + (_SIG_SIZE if signed else 0)
     if len(blob) != start + plen:
@@ -272,8 +282,20 @@ def unpack_entry(
 
         if not hmac.compare_digest(expected, bytes(view[sig_at:start])):
             raise CorruptEntry("signature mismatch")
+    return start
+
+
+def unpack_entry(
+    blob: bytes | memoryview,
+    key: str,
+    *,
+    secret: bytes | None = None,
+    allow_pickle: bool = True,
+) -> Any:
+    """Verify an entry and return its value; raise :class:`CorruptEntry` if it does not verify."""
+    start = verify_entry(blob, key, secret=secret)
     try:
-        return decode_value(codec_id, view[start:], allow_pickle=allow_pickle)
+        return decode_value(blob[6], memoryview(blob)[start:], allow_pickle=allow_pickle)
     except CorruptEntry:
         raise
     except Exception as exc:  # a payload that passed the checksum can still fail to load

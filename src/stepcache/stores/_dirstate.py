@@ -32,7 +32,6 @@ __all__ = [
     "Item",
     "PruneResult",
     "StatsFile",
-    "VerifyResult",
     "archive_stats",
     "hex_names",
     "iter_keys",
@@ -78,20 +77,6 @@ class PruneResult:
     swept: int  #: leftovers removed: temp files, orphan directories, stale locks, stats files
     entries: int  #: entries left
     bytes: int  #: bytes left
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifyResult:
-    """What :meth:`DirectoryStore.verify` found: ``(key, reason)`` for every bad entry."""
-
-    checked: int
-    corrupt: tuple[tuple[str, str], ...]
-    repaired: int
-
-    @property
-    def ok(self) -> int:
-        """Entries that verified."""
-        return self.checked - len(self.corrupt)
 
 
 @dataclasses.dataclass

@@ -201,16 +201,10 @@ class KeyLocks:
 
         Waits until ``deadline`` (a ``time.monotonic()`` value) at most. An
         error of the lock directory itself (permissions, full disk, a
-        symlink in its place) yields ``False`` after a warning rather than
-        failing the caller.
+        symlink in its place) raises :class:`OSError`: the caller decides
+        whether to compute without the lock.
         """
-        try:
-            release = self._acquire(name, deadline)
-        except OSError as exc:
-            self._warn(
-                "lock", "stepcache: cannot lock in %s (%s); computing unlocked", self.path, exc
-            )
-            release = None
+        release = self._acquire(name, deadline)
         try:
             yield release is not None
         finally:
