@@ -164,7 +164,7 @@ CHILD = textwrap.dedent(
     import stepcache as sc
     from stepcache.stores.directory import DirectoryStore
     from stepcache.testing import key
-    import stepcache.cached, stepcache.fingerprint, stepcache.stores._archive  # before setuid
+    import stepcache.cached, stepcache.fingerprint, stepcache.stores.artifacts  # before setuid
 
     root, src = sys.argv[1], Path(sys.argv[2])
     os.setgid(int(sys.argv[3]))

@@ -23,9 +23,9 @@ from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final
 
 from stepcache.stores import _beneath, _fsutil
+from stepcache.stores._keys import KEY_RE
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores._stats import Counters, Stats
-from stepcache.stores.base import _KEY_RE
 
 __all__ = [
     "Cleaner",
@@ -64,7 +64,7 @@ def iter_keys(v1: str) -> Iterator[str]:
         for sub in hex_names(f"{v1}/{top}"):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 for name in os.listdir(f"{v1}/{top}/{sub}"):
-                    if name.startswith(top + sub) and _KEY_RE.fullmatch(name):
+                    if name.startswith(top + sub) and KEY_RE.fullmatch(name):
                         yield name
 
 
@@ -107,7 +107,7 @@ def scan(v1: str, tops: Iterable[str]) -> list[Item]:
 def _add(found: dict[str, Item], entry: os.DirEntry[str], prefix: str) -> None:
     name = entry.name
     key = name[:-2] if name.endswith(".d") else name
-    if not (key.startswith(prefix) and _KEY_RE.fullmatch(key)):
+    if not (key.startswith(prefix) and KEY_RE.fullmatch(key)):
         return
     try:
         st = entry.stat(follow_symlinks=False)

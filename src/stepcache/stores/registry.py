@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from stepcache.errors import StoreUnavailableError
+from stepcache.stores._core import StoreCore
 from stepcache.stores._stats import Stats
 from stepcache.stores.backend import Backend
-from stepcache.stores.base import _STORE_OPTIONS, Store
+from stepcache.stores.base import STORE_OPTIONS, Store
 
 __all__ = [
     "construct",
@@ -205,7 +206,7 @@ def construct(spec: str | os.PathLike[str] | None, **options: Any) -> Store:
     if _is_store_class(factory):
         store: Store = factory(canonical, **options)
         return store
-    own = {k: options.pop(k) for k in _STORE_OPTIONS if k in options}
+    own = {k: options.pop(k) for k in STORE_OPTIONS if k in options}
     made = factory(canonical, **options)
     if isinstance(made, Store):
         return made
@@ -218,7 +219,7 @@ def construct(spec: str | os.PathLike[str] | None, **options: Any) -> Store:
     return Store(made, **own)
 
 
-def reducer(store: Store) -> tuple[Callable[..., Store], tuple[Any, ...]]:
+def reducer(store: StoreCore) -> tuple[Callable[..., Store], tuple[Any, ...]]:
     """How ``store`` pickles: reopened by spec through the registry, with its factory along."""
     scheme = resolve_spec(store.spec)[0]
     with _lock:
@@ -235,7 +236,7 @@ def _reopen(spec: str, options: dict[str, Any], scheme: str, factory: _Factory |
 
 
 def _rewrap(cls: type[Store], backend: Backend, options: dict[str, Any]) -> Store:
-    own = {k: v for k, v in options.items() if k in _STORE_OPTIONS}
+    own = {k: v for k, v in options.items() if k in STORE_OPTIONS}
     return cls(backend, **own)
 
 
