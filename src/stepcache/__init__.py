@@ -33,7 +33,7 @@ from stepcache.step import Chain, FunctionStep, NamedSteps, Step, StepBase, chai
 from stepcache.stores._stats import MissRecord, Stats, StepStats
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.base import Store, VerifyResult, validate_key
-from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory.store import DirectoryStore
 from stepcache.stores.memory import MemoryStore
 from stepcache.stores.registry import open_store, register_backend, reset_registry
 from stepcache.stores.tiered import TieredStore

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from stepcache.stores import _dirstate, _fsutil
+from stepcache.stores import _fsutil
 from stepcache.stores._locks import KeyLocks
-from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory import DirectoryStore, statsfiles
 from stepcache.testing import key
 
 MONTHS_AGO = time.time() - 90 * 86400
@@ -114,7 +114,7 @@ def test_archiving_stats_never_follows_a_symlinked_stats_dir(
     before = snapshot(outside)
     link(store.path / "stats", outside)
     with pytest.raises(OSError, match="symlink"):
-        _dirstate.archive_stats(
+        statsfiles.archive_stats(
             str(store.path / "stats"), str(store.path / "tmp"), store.backend.locks
         )
     assert snapshot(outside) == before  # the dead process's file was neither merged nor removed

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import store_workers as w
 
-from stepcache.stores import _dirstate
-from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory import DirectoryStore, eviction
 from stepcache.testing import key
 
 pytestmark = pytest.mark.timeout(60)
@@ -36,7 +35,7 @@ def test_max_bytes_holds_within_ten_percent_after_a_burst(
     units: int,
 ) -> None:
     # Parts this small (2 entries) keep the test fast; real parts hold about 32.
-    monkeypatch.setattr(_dirstate.Cleaner, "unit_entries", 2)
+    monkeypatch.setattr(eviction.Cleaner, "unit_entries", 2)
     store = DirectoryStore(tmp_path / "cache", max_bytes=max_bytes)
     payload = os.urandom(value_size)
     for n in range(writes):

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from stepcache.stores import _fsutil
-from stepcache.stores._beneath import is_group_dir, open_leaf
+from stepcache.stores.directory.beneath import is_group_dir, open_leaf
 
 __all__ = ["BACKENDS", "KeyLocks"]
 

@@ -1,4 +1,4 @@
-"""DirectoryStore: one file per entry in a directory tree, safe for many processes at once.
+"""DirectoryBackend: entry files and artifact trees in a directory tree (see the layout below).
 
 Layout under the root (see ``docs/`` for the entry format)::
 
@@ -11,9 +11,9 @@ Layout under the root (see ``docs/`` for the entry format)::
 
 Readers take no lock: every file is published by rename, so a reader sees a
 whole entry or none, and a torn file (crash without ``durable=True``) fails
-its checksum and reads as a miss (:mod:`~stepcache.stores._entryfile`).
+its checksum and reads as a miss (:mod:`~stepcache.stores.directory.entryfile`).
 Opening an existing store costs two ``stat`` calls and writes nothing; who
-may write the tree is checked then (:mod:`~stepcache.stores._trust`).
+may write the tree is checked then (:mod:`~stepcache.stores.directory.trust`).
 """
 
 from __future__ import annotations
@@ -21,39 +21,35 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from stepcache import codec
-from stepcache.stores import _beneath, _fsutil, _trust
-from stepcache.stores._dirstate import (
+from stepcache.stores import _fsutil
+from stepcache.stores._locks import KeyLocks
+from stepcache.stores._stats import Counters
+from stepcache.stores.backend import Backend, EntryStat
+from stepcache.stores.directory import beneath, trust
+from stepcache.stores.directory.entryfile import read_entry, read_header
+from stepcache.stores.directory.eviction import (
     Cleaner,
     Item,
-    PruneResult,
-    StatsFile,
-    archive_stats,
     hex_names,
     iter_keys,
     plan_eviction,
-    read_stats,
     scan,
 )
-from stepcache.stores._entryfile import read_entry, read_header
-from stepcache.stores._locks import KeyLocks
-from stepcache.stores._stats import Counters, Stats
-from stepcache.stores.backend import Backend, EntryStat
-from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, Store, VerifyResult
 
-__all__ = ["DirectoryBackend", "DirectoryStore", "PruneResult", "VerifyResult"]
+__all__ = ["STALE_TEMP", "TAG", "DirectoryBackend"]
 
 TAG: Final = (
     b"Signature: 8a477f597d28d172789f06886806bc55\n"
     b"# This file is a cache directory tag created by stepcache.\n"
     b"# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
-_STALE_TEMP: Final = 3600.0
+#: seconds after which temp files and entry-less trees count as leftovers
+STALE_TEMP: Final = 3600.0
 
 
 class DirectoryBackend(Backend):
@@ -94,7 +90,7 @@ class DirectoryBackend(Backend):
         #: ``warn(topic, message, *args)`` reports a degraded condition (the store logs it once)
         self.warn: Callable[..., None] = warn or (lambda topic, message, *args: None)
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
-        _trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
+        trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
         self.locks = KeyLocks(
             f"{root}/leases",
             backend=lock_backend,
@@ -143,7 +139,7 @@ class DirectoryBackend(Backend):
     def remove(self, key: str) -> bool:
         path = self.path(key)
         try:
-            existed = _beneath.unlink_beneath(path, self.root)
+            existed = beneath.unlink_beneath(path, self.root)
         except IsADirectoryError:
             existed = _fsutil.discard_dir(path, self._tmp)
         return _fsutil.discard_dir(path + ".d", self._tmp) or existed
@@ -185,7 +181,7 @@ class DirectoryBackend(Backend):
     def _wrote(self, key: str, nbytes: int) -> None:
         if not self._swept:  # once per instance: leftovers of writers that crashed
             self._swept = True
-            _fsutil.sweep_temp(self._tmp, max_age=_STALE_TEMP)
+            _fsutil.sweep_temp(self._tmp, max_age=STALE_TEMP)
         if self.cleaner is None:
             return
         for prefix in self.cleaner.plan(key, nbytes):
@@ -201,7 +197,7 @@ class DirectoryBackend(Backend):
         tops = [t for t in hex_names(self._v1) if t.startswith(prefix)]
         left = self.enforce(scan(self._v1, tops), share, self.max_age, low_water=0.9)[2]
         if prefix == "" or prefix.strip("0") == "":  # once per round of the rotation
-            _fsutil.sweep_temp(self._tmp, max_age=_STALE_TEMP)
+            _fsutil.sweep_temp(self._tmp, max_age=STALE_TEMP)
         return left
 
     def enforce(
@@ -209,7 +205,7 @@ class DirectoryBackend(Backend):
     ) -> tuple[int, int, int, int]:
         """Apply :func:`plan_eviction`: (evicted, bytes freed, bytes left, orphans removed)."""
         evict, orphans, left = plan_eviction(
-            items, max_bytes, max_age, low_water=low_water, orphan_after=_STALE_TEMP
+            items, max_bytes, max_age, low_water=low_water, orphan_after=STALE_TEMP
         )
         done = [it for it in evict if self._evict(it)]
         for it in orphans:
@@ -219,7 +215,7 @@ class DirectoryBackend(Backend):
 
     def _evict(self, it: Item) -> int:
         try:
-            if not _beneath.unlink_beneath(self.path(it.key), self.root):
+            if not beneath.unlink_beneath(self.path(it.key), self.root):
                 return 0  # another process evicted or replaced it first
             if it.has_dir:
                 _fsutil.discard_dir(self.path(it.key) + ".d", self._tmp)
@@ -232,157 +228,3 @@ class DirectoryBackend(Backend):
 
 # A blob that fails verification: what a directory or symlink in an entry's place reads as.
 _NOT_AN_ENTRY: Final = b"not an entry"
-
-
-class DirectoryStore(Store):
-    """A store in a local or network directory, shared by every process that opens it.
-
-    ``max_bytes`` and ``max_age`` (seconds since last use) are enforced as
-    entries are written, a part of the tree at a time, and fully by
-    :meth:`prune`. ``durable=True`` fsyncs every write. ``lock_backend``
-    picks how ``get_or_compute`` excludes other processes: ``"auto"``
-    (flock, falling back to lease files where flock is unsupported),
-    ``"flock"`` or ``"lease"``.
-
-    The root must belong to this user (or root) and be writable by nobody
-    else, else :class:`~stepcache.errors.UnsafeStoreError`: anyone who can
-    write entries can run code in every reader. ``shared=True`` accepts a
-    group's cache (any owner, group-writable, never writable by all); a new
-    one is created setgid 2770, and its files 0660. Sign the entries of a
-    shared cache with ``secret=`` or ``$STEPCACHE_SECRET``.
-
-    >>> import tempfile, stepcache as sc
-    >>> store = sc.DirectoryStore(tempfile.mkdtemp())
-    >>> store["ab" * 16] = {"answer": 42}
-    >>> store["ab" * 16], len(store)
-    ({'answer': 42}, 1)
-    """
-
-    backend: DirectoryBackend
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        max_bytes: int | None = None,
-        max_age: float | None = None,
-        read_only: bool = False,
-        secret: bytes | str | None = None,
-        codec: str = "pickle",
-        durable: bool = False,
-        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        lock_backend: str = "auto",
-        shared: bool = False,
-    ) -> None:
-        backend = DirectoryBackend(
-            path,
-            max_bytes=max_bytes,
-            max_age=max_age,
-            read_only=read_only,
-            durable=durable,
-            lock_backend=lock_backend,
-            shared=shared,
-        )
-        super().__init__(
-            backend, read_only=read_only, secret=secret, codec=codec, lock_timeout=lock_timeout
-        )
-        backend.counters = self.counters
-        backend.warn = self.say_once
-        self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
-        self.lock_backend, self.shared = lock_backend, shared
-        if shared and self._secret is None:
-            self.say_once("unsigned", _trust.UNSIGNED, self.spec)
-        # Opening alone is no activity worth a stats file: only other counts make one.
-        self.counters.dirty = False
-        root = backend.root
-        self._stats_file = None if read_only else StatsFile(self.counters, root, durable)
-        if self._stats_file is not None:
-            self._stats_file.flush_at_exit(self)
-
-    @property
-    def path(self) -> Path:
-        """The root directory of the store."""
-        return Path(self.backend.root)
-
-    def _tick(self) -> None:
-        stats = self._stats_file
-        if stats is not None and time.monotonic() >= stats.due:
-            stats.flush()
-
-    # -- maintenance -------------------------------------------------------------
-    def prune(
-        self,
-        max_bytes: int | None = None,
-        max_age: float | None = None,
-        *,
-        progress: Callable[[int], None] | None = None,
-        dry_run: bool = False,
-    ) -> PruneResult:
-        """Enforce ``max_bytes``/``max_age`` (default: the store's) over the whole store now.
-
-        Also sweeps temp files of dead writers, orphan directories, unused lock
-        files and stats files of exited processes (merged into
-        ``stats/_archived``). ``progress(n)`` is called after each top-level
-        directory with the number of entries examined there. ``dry_run=True``
-        removes nothing and reports what would go (its ``swept`` counts temp
-        files and orphan directories only).
-
-        >>> import tempfile, stepcache as sc
-        >>> store = sc.DirectoryStore(tempfile.mkdtemp())
-        >>> store["ab" * 16] = b"x" * 1000
-        >>> store.prune(max_bytes=10, dry_run=True).removed, len(store)
-        (1, 1)
-        >>> store.prune(max_bytes=10).removed, len(store)
-        (1, 0)
-        """
-        if not dry_run:
-            self._check_writable()
-        backend = self.backend
-        _trust.check_tree(backend.root)
-        v1, tmp = f"{backend.root}/v1", f"{backend.root}/tmp"
-        max_bytes = self.max_bytes if max_bytes is None else max_bytes
-        max_age = self.max_age if max_age is None else max_age
-        items: list[Item] = []
-        for top in hex_names(v1):
-            found = scan(v1, [top])
-            items.extend(found)
-            if progress is not None:
-                progress(len(found))
-        if dry_run:
-            evict, orphans, left = plan_eviction(
-                items, max_bytes, max_age, low_water=1.0, orphan_after=_STALE_TEMP
-            )
-            temps = _fsutil.sweep_temp(tmp, max_age=_STALE_TEMP, dry_run=True)
-            entries = sum(it.has_entry for it in items) - len(evict)
-            freed = sum(it.size for it in evict)
-            return PruneResult(len(evict), freed, len(orphans) + temps, entries, left)
-        evicted, freed, _, swept = backend.enforce(items, max_bytes, max_age, low_water=1.0)
-        swept += _fsutil.sweep_temp(tmp, max_age=_STALE_TEMP) + backend.locks.sweep()
-        swept += archive_stats(f"{backend.root}/stats", tmp, backend.locks)
-        entries, nbytes = self._usage()
-        return PruneResult(evicted, freed, swept, entries, nbytes)
-
-    # -- statistics and lifecycle ------------------------------------------------
-    def stats(self) -> Stats:
-        """Counters summed over every instance that used the store, plus its size now."""
-        own = None if self._stats_file is None else self._stats_file.name
-        mine = self.counters.snapshot()
-        # An instance that only opened the store (a CLI asking for these very
-        # stats) writes no stats file, so it is left out here too.
-        used = any(getattr(mine, n) for n in ("hits", "misses", "writes", "errors", "evictions"))
-        parts = [*([mine] if used else []), *read_stats(f"{self.backend.root}/stats", skip=own)]
-        entries, nbytes = self._usage()
-        return Stats.combine(parts, entries=entries, nbytes=nbytes)
-
-    def flush(self) -> None:
-        """Write this instance's counters to its stats file now (if they changed)."""
-        if self._stats_file is not None:
-            self._stats_file.flush()
-
-    def close(self) -> None:
-        """Write this instance's counters and release resources."""
-        if self._stats_file is not None:
-            # The finalizer stays armed: a closed store still in use (say, by a
-            # step that kept it across reset_registry) keeps its counts.
-            self._stats_file.flush()
-        super().close()
