@@ -74,3 +74,24 @@ def test_demo_table_has_a_row_per_run_and_the_ratios(capsys: pytest.CaptureFixtu
     assert "warm run: 4.0x faster than cold" in lines
     assert "cold vs no cache: +25% wall time (the cost of filling the cache)" in lines
     assert "verified: yes" in lines
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc").split()[0]) is None,
+    reason="the demo compiles C and no C compiler ($CC or cc) is on PATH",
+)
+def test_demo_recompiles_a_program_whose_stored_library_was_truncated(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "stepcache.cli", "--store", str(root), "demo"]
+    args = ["--programs", "3", "--workers", "1", "--json"]
+    subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, check=True)
+    libraries = sorted(root.glob("v1/*/*/*.d/*.so"))
+    assert len(libraries) == 3
+    with open(libraries[0], "r+b") as f:
+        f.truncate(10)
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    cold = json.loads(proc.stdout)["runs"][1]
+    assert (cold["compiles"], cold["translations"]) == (1, 0)  # only the damaged one, rebuilt
+    assert json.loads(proc.stdout)["verified"] is True

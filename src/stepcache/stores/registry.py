@@ -221,7 +221,7 @@ def construct(spec: str | os.PathLike[str] | None, **options: Any) -> Store:
 
 def reducer(store: StoreCore) -> tuple[Callable[..., Store], tuple[Any, ...]]:
     """How ``store`` pickles: reopened by spec through the registry, with its factory along."""
-    scheme = resolve_spec(store.spec)[0]
+    scheme = store.spec.partition("://")[0].lower() if "://" in store.spec else "dir"
     with _lock:
         factory = _factories.get(scheme)
     if factory is None:  # never registered: the backend itself travels
