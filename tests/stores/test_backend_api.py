@@ -57,7 +57,7 @@ def test_store_options_go_to_the_store_and_the_rest_to_the_factory(tmp_path: Pat
 
 def test_a_factory_must_return_a_backend(tmp_path: Path) -> None:
     sc.register_backend("bad", lambda spec, **o: object())
-    with pytest.raises(TypeError, match="not a stepcache.Backend"):
+    with pytest.raises(TypeError, match=r"not a stepcache\.Backend"):
         sc.open_store("bad://x")
 
 
