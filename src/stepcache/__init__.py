@@ -20,7 +20,6 @@ from stepcache.codec import EntryHeader
 from stepcache.errors import (
     CompilerError,
     InvalidKeyError,
-    LockTimeoutError,
     ReadOnlyStoreError,
     StepCacheError,
     StoreUnavailableError,
@@ -54,7 +53,6 @@ __all__ = [
     "EntryStat",
     "FunctionStep",
     "InvalidKeyError",
-    "LockTimeoutError",
     "MemoryStore",
     "MissRecord",
     "MissReport",
