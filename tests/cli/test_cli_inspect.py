@@ -223,9 +223,10 @@ def test_show_says_when_the_value_cannot_be_decoded_here(tmp_path: Path) -> None
     store.set("ab" * 16, program("lap"), info={"step": "Parse", "label": "lap"})
     store.close()
     proc = run_cli("show", "ababab", "--json", store=tmp_path / "cache")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["value"] == {
-        "error": "the value does not decode here; use --no-value"
-    }
-    assert "does not decode" in proc.stderr  # the store's own one-line warning
+    assert proc.returncode == 1, proc.stderr
+    error = json.loads(proc.stdout)["value"]["error"]
+    assert "No module named 'test_cli_inspect'" in error
+    [line] = proc.stderr.splitlines()  # one line, saying how to see the rest
+    assert "does not decode" in line
+    assert "show abababababab --no-value" in line
     assert run_json("ls", store=tmp_path / "cache")[0]["key"] == "ab" * 16, "entry kept"

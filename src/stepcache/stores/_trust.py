@@ -46,7 +46,7 @@ def check_root(root: str, st: os.stat_result, *, shared: bool = False) -> None:
         raise StoreUnavailableError(f"{root} is not a directory; pass a directory for the cache")
     why = "could plant entries that run code in this process (docs/security.md)"
     if st.st_mode & stat.S_IWOTH:
-        raise UnsafeStoreError(f"{root} is writable by every user, who {why}; chmod o-w {root}")
+        raise UnsafeStoreError(f"{root} is writable by every user, any of whom {why}; chmod o-w {root}")
     if shared:
         return
     if st.st_uid not in (os.geteuid(), 0):
@@ -57,7 +57,7 @@ def check_root(root: str, st: os.stat_result, *, shared: bool = False) -> None:
         )
     if st.st_mode & stat.S_IWGRP:
         raise UnsafeStoreError(
-            f"{root} is writable by its group, whose members {why[4:]}; chmod g-w {root}, "
+            f"{root} is writable by its group, whose members {why}; chmod g-w {root}, "
             "or open it with shared=True if it is a group cache whose members you trust"
         )
 

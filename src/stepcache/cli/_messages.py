@@ -1,0 +1,70 @@
+"""What the command line prints besides its output: warnings and one-line errors.
+
+The library's messages name the Python spelling of a fix (``shared=True``,
+``secret=``); a person at the command line needs the CLI's (``--shared``,
+``STEPCACHE_SECRET``). :func:`cli_words` translates, for errors and for the
+warnings the library logs while a command runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Final
+
+__all__ = ["cli_words", "show_warnings"]
+
+# (Python spelling, CLI spelling), most specific first.
+_CLI_WORDS: Final = (
+    (" or pass secret=", ""),
+    ("secret= or $STEPCACHE_SECRET", "STEPCACHE_SECRET"),
+    ("open it with shared=True", "pass --shared"),
+    ("shared=True", "--shared"),
+    ("(STEPCACHE_DIR)", "(--store PATH or STEPCACHE_DIR)"),
+    ("reopen it with read_only=False", "the command needs write access"),
+)
+
+
+def cli_words(text: str) -> str:
+    """``text`` with the library's Python spellings replaced by the command line's.
+
+    >>> cli_words("or open it with shared=True if it is a group cache")
+    'or pass --shared if it is a group cache'
+    >>> cli_words("set STEPCACHE_SECRET (the same on every client) or pass secret=")
+    'set STEPCACHE_SECRET (the same on every client)'
+    """
+    for python, cli in _CLI_WORDS:
+        text = text.replace(python, cli)
+    return text
+
+
+class _CliFormatter(logging.Formatter):
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = cli_words(record.getMessage())
+        if self.debug and record.exc_info:  # the traceback is for --debug only
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the ``sys.stderr`` of the moment (tests swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stderr)
+        super().emit(record)
+
+
+def show_warnings(*, debug: bool) -> None:
+    """Print the library's warnings (``--debug``: also its info and tracebacks) on stderr."""
+    logger = logging.getLogger("stepcache")
+    for old in [h for h in logger.handlers if isinstance(h, _Handler)]:
+        logger.removeHandler(old)
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(_CliFormatter(debug))
+    logger.addHandler(handler)
+    if debug:
+        logger.setLevel(logging.DEBUG)
