@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 # Imports everything first: the interpreter's own files may be private to root.
 AS_USER = """
 import os, sys

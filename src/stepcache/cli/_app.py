@@ -98,9 +98,10 @@ class Session:
                 options.update(local_options=ro, remote_options=ro)
             return open_store(self.spec, **options)
         except (StoreUnavailableError, OSError, ValueError) as exc:
+            said = "; " in str(exc)  # the message already says what to do
             raise CliError(
                 f"cannot open store {self.describe()}: {exc}",
-                hint=hint,
+                hint="" if said else hint,
                 exit_code=EXIT_UNAVAILABLE,
             ) from exc
 
@@ -231,7 +232,7 @@ _debug = [False]
 def _set_debug(on: bool) -> None:
     _debug[0] = on
     if on:
-        _messages.show_warnings(debug=True)
+        _messages.set_debug()
 
 
 def _usage_hint(exc: click.UsageError) -> str:
@@ -276,9 +277,9 @@ def run(argv: Sequence[str] | None) -> int:
         module.register(cli)
     args = list(sys.argv[1:] if argv is None else argv)
     _debug[0] = False
-    _messages.show_warnings(debug=False)
     try:
-        result = cli.main(args=args, prog_name="stepcache", standalone_mode=False)
+        with _messages.warnings_shown():
+            result = cli.main(args=args, prog_name="stepcache", standalone_mode=False)
     except BrokenPipeError:
         # The reader went away (`stepcache ls | head`); say nothing more.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -224,12 +224,13 @@ def _value_summary(store: Store, key: str) -> dict[str, Any]:
 
 def _undecodable(session: Session, key: str, reason: str) -> CliError:
     damaged = any(w in reason for w in ("checksum", "signature", "truncated", "HMAC", "corrupt"))
-    hint = (
-        f"remove damaged entries with: {session.command('verify --repair')}"
-        if damaged
-        else f"it needs code not importable here; see its header with: "
-        f"{session.command(f'show {key[:12]} --no-value')}"
-    )
+    if damaged:
+        hint = f"remove damaged entries with: {session.command('verify --repair')}"
+    elif "Error" in reason:  # an exception of unpickling: a class or module missing here
+        show = session.command(f"show {key[:12]} --no-value")
+        hint = f"it needs code not importable here; see its header with: {show}"
+    else:
+        hint = f"see why with: {session.command('verify')}"
     return CliError(f"entry {key[:12]} does not decode: {reason}", hint=hint)
 
 

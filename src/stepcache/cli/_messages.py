@@ -8,11 +8,13 @@ warnings the library logs while a command runs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from typing import Final
 
-__all__ = ["cli_words", "show_warnings"]
+__all__ = ["cli_words", "set_debug", "warnings_shown"]
 
 # (Python spelling, CLI spelling), most specific first.
 _CLI_WORDS: Final = (
@@ -39,9 +41,7 @@ def cli_words(text: str) -> str:
 
 
 class _CliFormatter(logging.Formatter):
-    def __init__(self, debug: bool) -> None:
-        super().__init__()
-        self.debug = debug
+    debug = False
 
     def format(self, record: logging.LogRecord) -> str:
         text = cli_words(record.getMessage())
@@ -50,21 +50,25 @@ class _CliFormatter(logging.Formatter):
         return text
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to the ``sys.stderr`` of the moment (tests swap it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.setStream(sys.stderr)
-        super().emit(record)
-
-
-def show_warnings(*, debug: bool) -> None:
-    """Print the library's warnings (``--debug``: also its info and tracebacks) on stderr."""
+@contextlib.contextmanager
+def warnings_shown() -> Iterator[None]:
+    """Print the library's warnings on stderr, in CLI spelling, while the block runs."""
     logger = logging.getLogger("stepcache")
-    for old in [h for h in logger.handlers if isinstance(h, _Handler)]:
-        logger.removeHandler(old)
-    handler = _Handler(sys.stderr)
-    handler.setFormatter(_CliFormatter(debug))
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_CliFormatter())
     logger.addHandler(handler)
-    if debug:
-        logger.setLevel(logging.DEBUG)
+    level = logger.level
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def set_debug() -> None:
+    """``--debug``: the library's info messages too, and the tracebacks of logged errors."""
+    logger = logging.getLogger("stepcache")
+    logger.setLevel(logging.DEBUG)
+    for handler in logger.handlers:
+        if isinstance(handler.formatter, _CliFormatter):
+            handler.formatter.debug = True
