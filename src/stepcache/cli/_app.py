@@ -65,30 +65,31 @@ class Session:
     unreachable: dict[str, str] = dataclasses.field(default_factory=dict)
     _opened: dict[bool, Store] = dataclasses.field(default_factory=dict)
 
-    def store(self, *, read_only: bool = False, writes: str = "") -> Store:
+    def store(self, *, read_only: bool = False, writes: str = "", create: bool = False) -> Store:
         """The chosen store (``--store``, else ``$STEPCACHE_DIR``, else the default directory).
 
         A directory that does not exist is an error rather than a new empty
         store: a mistyped path would otherwise look like an empty cache. So
         is a store none of whose tiers answers. ``writes`` names the command
-        that will write, which needs write access to a directory store.
+        that will write, which needs write access to a directory store;
+        ``create`` makes a missing directory store (``demo`` fills one).
         """
         if read_only not in self._opened:
-            store = self._open(read_only)
+            store = self._open(read_only, create)
             self._check_reachable(store)
             if writes:
                 _check_writable(store, writes)
             self._opened[read_only] = store
         return self._opened[read_only]
 
-    def _open(self, read_only: bool) -> Store:
+    def _open(self, read_only: bool, create: bool) -> Store:
         from stepcache.stores.registry import open_store, resolve_spec
 
         hint = "check --store SPEC or $STEPCACHE_DIR"
         try:
             scheme, canonical = resolve_spec(self.spec)
             where = canonical.partition("://")[2]
-            if scheme == "dir" and not os.path.isdir(where):
+            if scheme == "dir" and not create and not os.path.isdir(where):
                 raise CliError(f"no store at {where}", hint=hint, exit_code=EXIT_UNAVAILABLE)
             options: dict[str, Any] = {"read_only": True} if read_only else {}
             if scheme == "dir" and self.shared:
