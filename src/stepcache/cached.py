@@ -13,13 +13,13 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import xxhash
 
 from stepcache.codec import EntryHeader
 from stepcache.fingerprint import diff_manifests, fingerprint, manifest
-from stepcache.identity import CodeIdentity, Toolchain, code_identity
+from stepcache.identity import CodeIdentity, Toolchain, code_identity, code_modules
 from stepcache.step import FunctionStep, StepBase
 from stepcache.stores.base import MISSING, Store
 
@@ -185,7 +185,9 @@ class CachedStep(StepBase):
     def __post_init__(self) -> None:
         code: object = self.code
         if isinstance(code, str):  # a single module name is a common slip
-            object.__setattr__(self, "code", (code,))
+            code = (code,)
+        # Checked now: a misspelled module would never re-key anything.
+        object.__setattr__(self, "code", code_modules(cast("tuple[str, ...]", code)))
         if not callable(self.step):
             raise TypeError(f"CachedStep needs a callable step, got {type(self.step).__name__}")
         if not isinstance(self.store, Store):
