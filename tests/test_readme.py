@@ -22,7 +22,8 @@ def test_readme_example_runs_and_explains_the_changed_setting(
     exec(compile(code.group(1), str(README), "exec"), module.__dict__)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "/* C for laplacian */"
-    assert re.fullmatch(r"differs from [0-9a-f]{12} in step\.enable_itir_transforms", out[1])
+    changed = r"step\.enable_itir_transforms: False -> True"
+    assert re.fullmatch(rf"differs from [0-9a-f]{{12}} in {changed}", out[1])
 
 
 def test_readme_shows_both_set_up_commands() -> None:

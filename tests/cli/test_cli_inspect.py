@@ -198,7 +198,7 @@ def test_explain_text_shows_the_path_by_name(root: Path, keys: dict[str, str]) -
     proc = run_cli("explain", store=root)
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if keys["lap_o3"][:12] in ln)
-    assert f"changed step.opt_level (vs {keys['lap_o2'][:12]})" in line
+    assert f"step.opt_level: 2 -> 3 (vs {keys['lap_o2'][:12]})" in line
 
 
 def test_explain_two_keys_lists_the_differing_paths(root: Path, keys: dict[str, str]) -> None:
