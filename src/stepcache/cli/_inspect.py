@@ -14,7 +14,7 @@ from typing import Any
 import click
 from rich.console import RenderableType
 
-from stepcache.cli import _render
+from stepcache.cli import _render, _sizes
 from stepcache.cli._app import EXIT_USAGE, CliError, Session, json_option, pass_session
 from stepcache.cli._explain import manifest_of
 from stepcache.cli._options import duration, label_option, select_headers, size, step_option
@@ -35,19 +35,22 @@ _SORTS = {
 _MIN_PREFIX = 6
 
 
-def header_dict(header: EntryHeader) -> dict[str, Any]:
-    """The JSON form of an entry header, as ``ls --json`` prints it (no manifest)."""
+def header_dict(header: EntryHeader, size: int | None = None) -> dict[str, Any]:
+    """The JSON form of an entry header, as ``ls --json`` prints it (no manifest).
+
+    ``bytes`` is ``size``, the entry's bytes on disk with its artifact
+    directory (:mod:`stepcache.cli._sizes`); by default the entry file's.
+    """
     return {
         "key": header.key,
         "step": header.step,
         "label": header.label,
-        "bytes": header.total_bytes,
+        "bytes": header.total_bytes if size is None else size,
         "payload_bytes": header.payload_bytes,
         "created": header.created,
         "created_iso": iso_time(header.created),
         "codec": header.codec,
         "signed": header.signed,
-        # An artifact directory lives beside its entry; "bytes" does not include it.
         "kind": str(header.info.get("kind", "value")),
     }
 
@@ -164,8 +167,8 @@ def ls_command(
 ) -> None:
     """List entries, oldest first, from their headers (no cached value is decoded).
 
-    Sizes are of the entries; "+dir" marks an entry with an artifact directory
-    beside it (a build), whose files are not included.
+    Sizes are bytes on disk, as `stats` counts them; "+dir" marks an entry
+    with an artifact directory (a build), whose files are included.
 
     \b
     Examples:
@@ -173,24 +176,28 @@ def ls_command(
       stepcache ls --older-than 7d --larger-than 1M --sort size --reverse --limit 20
       stepcache ls --json | jq -r '.[].key'
     """
+    store = session.store(read_only=True)
+    size_of = _sizes.size_of(store)
     found = select_headers(
-        session.store(read_only=True).headers(),
+        store.headers(),
         step=step,
         label=label,
         older_than=older_than,
         larger_than=larger_than,
+        size=size_of,
     )
-    found.sort(key=_SORTS[sort_by], reverse=reverse)
+    sorts = {**_SORTS, "size": size_of}
+    found.sort(key=sorts[sort_by], reverse=reverse)
     shown = found if limit is None else found[:limit]
     if as_json:
-        _render.emit_json([header_dict(h) for h in shown])
+        _render.emit_json([header_dict(h, size_of(h)) for h in shown])
         return
     listing = _render.table("key", "step", "label", "size", "age", right=("size", "age"))
     for h in shown:
         age = format_age(h.created)
-        size = format_bytes(h.total_bytes) + (" +dir" if h.info.get("kind") == "dir" else "")
+        size = format_bytes(size_of(h)) + (" +dir" if h.info.get("kind") == "dir" else "")
         listing.add_row(h.key[:12], h.step, h.label, size, age)
-    total = sum(h.total_bytes for h in found)
+    total = sum(size_of(h) for h in found)
     more = f", {len(shown)} shown" if len(shown) != len(found) else ""
     _render.show(listing, f"{plural(len(found), 'entry', 'entries')}, {format_bytes(total)}{more}")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from stepcache.cli import _render
+from stepcache.cli import _render, _sizes
 from stepcache.cli._app import (
     EXIT_CHECK,
     EXIT_OK,
@@ -80,7 +80,8 @@ def prune(
             f"the prune of {store.spec} has no dry run", hint="run without --dry-run", exit_code=2
         )
     with _render.progress("pruning", enabled=not as_json) as update:
-        result = run(max_size, max_age, progress=_render.counting(update), **extra)
+        counter = _render.counting(update, lambda: len(store))
+        result = run(max_size, max_age, progress=counter, **extra)
     doc = {"dry_run": dry_run, **dataclasses.asdict(result)}
     if as_json:
         _render.emit_json(doc)
@@ -123,8 +124,10 @@ def clear(session: Session, step: str | None, label: str | None, yes: bool, as_j
       stepcache clear --label 'lap*'
     """
     store = session.store(writes="clear")
+    size_of = _sizes.size_of(store)
     chosen = select_headers(store.headers(), step=step, label=label)
-    _confirm(len(chosen), sum(h.total_bytes for h in chosen), store.spec, yes)
+    sizes = {h.key: size_of(h) for h in chosen}
+    _confirm(len(chosen), sum(sizes.values()), store.spec, yes)
     if step is None and label is None:
         store.clear()
         removed = chosen
@@ -136,7 +139,8 @@ def clear(session: Session, step: str | None, label: str | None, yes: bool, as_j
             except KeyError:  # removed meanwhile by another process
                 continue
             removed.append(header)
-    doc = {"removed": len(removed), "bytes": sum(h.total_bytes for h in removed)}
+    _sizes.remove_empty_fanout(store)
+    doc = {"removed": len(removed), "bytes": sum(sizes[h.key] for h in removed)}
     if as_json:
         _render.emit_json(doc)
     else:
@@ -158,7 +162,7 @@ def verify(session: Session, repair: bool, as_json: bool) -> int:
     store = session.store(read_only=not repair, writes="verify --repair" if repair else "")
     run = _method(store, "verify")
     with _render.progress("verifying", enabled=not as_json) as update:
-        result = run(repair=repair, progress=_render.counting(update))
+        result = run(repair=repair, progress=_render.counting(update, lambda: len(store)))
     corrupt = [{"key": key, "reason": reason} for key, reason in result.corrupt]
     doc = {"checked": result.checked, "ok": result.ok, "corrupt": corrupt}
     doc["repaired"] = result.repaired
