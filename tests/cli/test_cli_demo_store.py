@@ -61,7 +61,7 @@ def test_demo_keeps_the_default_store_and_a_second_demo_is_warm(tmp_path: Path) 
     assert rows == ["no-cache", "warm", "warm"]  # no run on a warm store is called cold
     assert "cold" not in second.stdout
     assert "cost of filling" not in second.stdout
-    assert f"store: {tmp_path / 'cache'} (kept: see it with `stepcache stats`)" in second.stdout
+    assert f"store: {tmp_path / 'cache'} (kept)\nsee it with: stepcache stats\n" in second.stdout
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

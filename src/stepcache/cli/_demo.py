@@ -100,8 +100,11 @@ def _print_report(doc: dict[str, Any], look: str = "stepcache stats") -> None:
     lines = [*_ratios(doc["runs"]), f"verified: {verified}"]
     if doc.get("store"):
         where = doc["store"]
-        kept = f"kept: see it with `{look}`" if doc.get("kept") else "temporary, removed"
-        lines.append(f"store: {where.removeprefix('dir://')} ({kept})")
+        shown = where.removeprefix("dir://")
+        if doc.get("kept"):
+            lines += [f"store: {shown} (kept)", f"see it with: {look}"]
+        else:
+            lines.append(f"store: {shown} (temporary, removed)")
     _render.show(out, *lines)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import click
 from rich.console import RenderableType
 
+from stepcache.cached import shown_entry
 from stepcache.cli import _render, _sizes
 from stepcache.cli._app import EXIT_USAGE, CliError, Session, json_option, pass_session
 from stepcache.cli._explain import manifest_of
@@ -280,9 +281,9 @@ def show(session: Session, key: str, no_value: bool, as_json: bool) -> None:
     rows += [(f"value.{k}", str(v)) for k, v in doc.get("value", {}).items() if k != "error"]
     parts: list[RenderableType] = [_render.key_values(rows)]
     if doc["manifest"]:
-        manifest = _render.table("manifest path", "digest")
-        for path, digest in doc["manifest"].items():
-            manifest.add_row(path, digest)
+        manifest = _render.table("manifest path", "value or #digest")
+        for path, entry in doc["manifest"].items():
+            manifest.add_row(path, shown_entry(entry))
         parts += ["", manifest]
     _render.show(*parts)
     _check_decoded(session, header.key, doc)
