@@ -123,3 +123,14 @@ def test_looking_at_a_tiered_store_creates_no_local_directory(tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     assert f"the local tier dir://{local} cannot be reached (no store at {local})" in proc.stderr
     assert not local.exists()
+
+
+def test_a_new_users_default_store_says_how_to_start(tmp_path: Path) -> None:
+    home = tmp_path / "cache"
+    proc = run_cli("stats", env={"STEPCACHE_DIR": str(home)})
+    assert proc.returncode == 3
+    assert proc.stderr == (
+        f"stepcache: error: no store at {home}; nothing was cached there yet: `stepcache demo` "
+        "fills it, or choose a store with --store SPEC or $STEPCACHE_DIR\n"
+    )
+    assert not home.exists()

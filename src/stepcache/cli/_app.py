@@ -90,6 +90,11 @@ class Session:
             scheme, canonical = resolve_spec(self.spec)
             where = canonical.partition("://")[2]
             if scheme == "dir" and not create and not os.path.isdir(where):
+                if self.spec is None:  # the default store of a new user: say how one starts
+                    hint = (
+                        "nothing was cached there yet: `stepcache demo` fills it, "
+                        "or choose a store with --store SPEC or $STEPCACHE_DIR"
+                    )
                 raise CliError(f"no store at {where}", hint=hint, exit_code=EXIT_UNAVAILABLE)
             options: dict[str, Any] = {"read_only": True} if read_only else {}
             if scheme == "dir" and self.shared:
