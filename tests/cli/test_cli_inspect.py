@@ -91,7 +91,7 @@ def test_stats_counts_the_instances_that_used_the_store_not_the_cli(
 def test_stats_text_shows_hit_rate_and_steps(root: Path, keys: dict[str, str]) -> None:
     proc = run_cli("stats", store=root)
     assert proc.returncode == 0, proc.stderr
-    assert "14.3% (1 hits, 6 misses)" in proc.stdout
+    assert "14.3% (1 hit, 6 misses)" in proc.stdout
     lines = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if line}
     assert lines["Translate"] == ["1", "4", "4"]
     assert lines["Parse"] == ["0", "2", "2"]

@@ -66,8 +66,15 @@ def test_one_entry_is_one_entry(tmp_path: Path) -> None:
     assert run_cli("verify", store=root).stdout.startswith("1 entry checked, 1 ok")
     assert "; 1 entry (" in run_cli("prune", "--dry-run", store=root).stdout
     assert run_cli("clear", "--yes", store=root).stdout.startswith("removed 1 entry (")
-    for text in (out, run_cli("stats", store=root).stdout):
+    stats = run_cli("stats", store=root).stdout
+    assert "(0 hits, 0 misses)" in stats
+    for text in (out, stats):
         assert "1 entries" not in text
+    with sc.DirectoryStore(root) as store:  # type: ignore[attr-defined]
+        assert store.get(sc.fingerprint(1)) is None
+        store.set(sc.fingerprint(1), "one")
+        assert store.get(sc.fingerprint(1)) == "one"
+    assert "(1 hit, 1 miss)" in run_cli("stats", store=root).stdout
 
 
 def on_a_terminal(*args: str) -> str:

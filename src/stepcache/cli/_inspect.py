@@ -92,11 +92,12 @@ def _step_rows(st: Stats) -> dict[str, tuple[int, int, int]]:
 
 # -- stats -------------------------------------------------------------------
 def _stats_rows(spec: str, st: Stats, unreachable: dict[str, str]) -> list[tuple[str, str]]:
+    misses = plural(st.misses, "miss", "misses")
     rows = [
         ("store", spec),
         *(("unreachable", f"{tier} ({cause})") for tier, cause in unreachable.items()),
         ("entries", f"{st.entries:,} ({format_bytes(st.bytes)})"),
-        ("hit rate", f"{st.hit_rate:.1%} ({st.hits:,} hits, {st.misses:,} misses)"),
+        ("hit rate", f"{st.hit_rate:.1%} ({plural(st.hits, 'hit')}, {misses})"),
         ("writes", f"{st.writes:,}"),
         ("errors", f"{st.errors:,}"),
         ("evictions", f"{st.evictions:,}"),
