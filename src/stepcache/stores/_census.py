@@ -56,7 +56,8 @@ def install() -> None:
         if _installed:
             return
         _installed = True
-        for cls in _subclasses(Store):
+        # Store itself too: a store made as Store(...) has no subclass to record it.
+        for cls in [Store, *_subclasses(Store)]:
             _wrap(cls)
         # Store classes defined later (third-party backends, tests) join too.
         previous = Store.__dict__.get("__init_subclass__")
