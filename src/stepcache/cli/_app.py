@@ -149,10 +149,12 @@ def _check_writable(store: Store, command: str) -> None:
     from stepcache.cli import _reach
 
     for _, tier in _reach.tiers(store):
+        # A read-only remote tier is a choice (CI warms, laptops read); a
+        # directory this user cannot write is not.
         root = getattr(tier, "path", None)
         dirs = [] if root is None else [d for d in (root, root / "v1") if d.exists()]
-        if tier.read_only or not all(os.access(d, os.W_OK) for d in dirs):
-            where = root if root is not None else tier.spec
+        if store.read_only or not all(os.access(d, os.W_OK) for d in dirs):
+            where = root if root is not None else store.spec
             raise CliError(
                 f"{command} needs write access to {where}, which is read-only for you",
                 hint="run it as the store's owner, or choose a writable store with --store",
