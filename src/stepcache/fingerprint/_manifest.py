@@ -7,6 +7,7 @@ stored one names the parts that differ (``body[3].op``, ``opt_level``).
 
 from __future__ import annotations
 
+import ast
 import collections
 import marshal
 from collections.abc import Mapping
@@ -108,10 +109,32 @@ def diff_manifests(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
     >>> diff_manifests(manifest({"b": [1]}), manifest({"b": [1, (2, 3)]}))
     ["['b'][1]"]
     """
-    changed = {path for path in old.keys() | new.keys() if old.get(path) != new.get(path)}
+    changed = {p for p in old.keys() | new.keys() if not same_entry(old.get(p), new.get(p))}
     kept = {path for path in changed if not _inside_added_or_removed(path, old, new)}
     explained = {parent for path in kept for parent in ancestors(path)}
     return sorted(kept - explained)
+
+
+def same_entry(a: str | None, b: str | None) -> bool:
+    """Whether two manifest entries record the same leaf, one as ``=<repr>`` and one as a digest.
+
+    Entries written before leaves were recorded as values have digests
+    there; comparing them with new ones must not report every setting as
+    changed.
+
+    >>> same_entry("=2", fingerprint(2)[:16]), same_entry("=2", fingerprint(3)[:16])
+    (True, False)
+    """
+    if a == b:
+        return True
+    if a is None or b is None or a.startswith("=") == b.startswith("="):
+        return False
+    shown, digest = (a, b) if a.startswith("=") else (b, a)
+    try:
+        value = ast.literal_eval(shown[1:])
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return bool(fingerprint(value)[:16] == digest)
 
 
 def _inside_added_or_removed(path: str, old: Mapping[str, str], new: Mapping[str, str]) -> bool:
