@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stepcache import _log
 from stepcache.cached import CachedDirStep, CachedStep, MissReport
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
@@ -36,6 +37,9 @@ from stepcache.stores.directory.store import DirectoryStore
 from stepcache.stores.memory import MemoryStore
 from stepcache.stores.registry import open_store, register_backend, reset_registry
 from stepcache.stores.tiered import TieredStore
+
+# Each warning once per process, however many stores report it.
+_log.install()
 
 if TYPE_CHECKING:
     from stepcache.stores.redis import RedisStore

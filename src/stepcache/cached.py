@@ -13,13 +13,14 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import xxhash
 
 from stepcache.codec import EntryHeader
 from stepcache.fingerprint import diff_manifests, fingerprint, manifest
-from stepcache.identity import CodeIdentity, Toolchain, code_identity
+from stepcache.fingerprint._manifest import leaf_entry
+from stepcache.identity import CodeIdentity, Toolchain, code_identity, code_modules
 from stepcache.step import FunctionStep, StepBase
 from stepcache.stores.base import MISSING, Store
 
@@ -30,6 +31,7 @@ __all__ = [
     "compare_to_nearest",
     "default_label",
     "describe_change",
+    "shown_entry",
 ]
 
 log = logging.getLogger("stepcache")
@@ -50,14 +52,33 @@ def step_name(step: Any) -> str:
     return type(step).__qualname__
 
 
+def shown_entry(entry: str | None) -> str:
+    """A manifest entry for people: a recorded value as written, a digest as ``#<digest>``.
+
+    >>> shown_entry("=3"), shown_entry("3fa9c2e1d0b4a5c6"), shown_entry(None)
+    ('3', '#3fa9c2e1d0b4a5c6', '(absent)')
+    """
+    if entry is None:
+        return "(absent)"
+    return entry[1:] if entry.startswith("=") else f"#{entry}"
+
+
 def describe_change(path: str, old: str | None, new: str | None) -> str:
-    """One readable line for a manifest path that differs between two entries."""
+    """One readable line for a manifest path that differs between two entries.
+
+    >>> describe_change("step.n", "=2", "=3")
+    'step.n: 2 -> 3'
+    >>> describe_change("input.body", "3fa9c2e1d0b4a5c6", "77b0d4aa12345678")
+    'input.body'
+    """
     if path.startswith("code[") and ":" in path:
         name, _, rel = path.partition(":")
         what = "added" if old is None else "removed" if new is None else "changed"
         return f"{name}: {rel} {what}"
     if path.startswith("toolchain."):
         return f"{path}: {old} -> {new}"
+    if any(e is not None and e.startswith("=") for e in (old, new)):
+        return f"{path}: {shown_entry(old)} -> {shown_entry(new)}"
     return path
 
 
@@ -185,7 +206,9 @@ class CachedStep(StepBase):
     def __post_init__(self) -> None:
         code: object = self.code
         if isinstance(code, str):  # a single module name is a common slip
-            object.__setattr__(self, "code", (code,))
+            code = (code,)
+        # Checked now: a misspelled module would never re-key anything.
+        object.__setattr__(self, "code", code_modules(cast("tuple[str, ...]", code)))
         if not callable(self.step):
             raise TypeError(f"CachedStep needs a callable step, got {type(self.step).__name__}")
         if not isinstance(self.store, Store):
@@ -226,7 +249,7 @@ class CachedStep(StepBase):
 
     def manifest_for(self, inp: Any) -> dict[str, str]:
         """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
-        out = {"version": fingerprint(self.version)[:16]}
+        out = {"version": leaf_entry(self.version)}
         for ident in self.code_identities:
             out[f"code[{ident.name}]"] = ident.digest[:16]
             for rel, digest in ident.files[:_MANIFEST_FILES]:
@@ -236,7 +259,7 @@ class CachedStep(StepBase):
         for prefix, value, depth in (("step", self.step, 2), ("input", inp, 3)):
             parts = manifest(value, depth=depth)
             if not parts:
-                out[prefix] = fingerprint(value)[:16]
+                out[prefix] = leaf_entry(value)
             for path, digest in parts.items():
                 out[f"{prefix}{'' if path.startswith('[') else '.'}{path}"] = digest
         return out

@@ -85,7 +85,7 @@ class MissExplanation:
             return "new input label (no earlier entry with this label)"
         if not report.differences:
             return "same manifest: the key function changed"
-        return _first(report.reasons)
+        return _first(report.reasons, values=False)
 
     @property
     def reason(self) -> str:
@@ -115,8 +115,14 @@ class MissExplanation:
         }
 
 
-def _first(reasons: Sequence[str], shown: int = 3) -> str:
-    # A bare manifest path gets a verb; code and toolchain reasons carry their own.
+def _first(reasons: Sequence[str], shown: int = 3, *, values: bool = True) -> str:
+    # A bare manifest path gets a verb; code and toolchain reasons carry their
+    # own. Without values ("step.n: 2 -> 3" -> "changed step.n") reasons of
+    # different inputs count as one kind of miss.
+    if not values:
+        reasons = [
+            r if r.startswith(("code[", "toolchain.")) else r.partition(": ")[0] for r in reasons
+        ]
     worded = [r if ": " in r else f"changed {r}" for r in reasons[:shown]]
     more = f" (+{len(reasons) - shown} more)" if len(reasons) > shown else ""
     return ", ".join(worded) + more

@@ -9,6 +9,7 @@ from typing import Any
 import click
 from rich.console import RenderableType
 
+from stepcache.cached import shown_entry
 from stepcache.cli import _render
 from stepcache.cli._app import CliError, Session, json_option, pass_session
 from stepcache.cli._explain import MissExplanation, explain_misses, manifest_of, nearest
@@ -52,7 +53,7 @@ def _print_compare(doc: dict[str, Any]) -> None:
     else:
         diff = _render.table("path", "a", "b")
         for row in doc["differences"]:
-            diff.add_row(row["path"], row["a"] or "(absent)", row["b"] or "(absent)")
+            diff.add_row(row["path"], shown_entry(row["a"]), shown_entry(row["b"]))
         lines.append(diff)
     _render.show(*lines)
 

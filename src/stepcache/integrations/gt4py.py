@@ -24,6 +24,7 @@ import importlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import types
@@ -44,6 +45,7 @@ __all__ = [
     "disable",
     "enable",
     "enable_from_env",
+    "install_hint",
 ]
 
 log = logging.getLogger("stepcache")
@@ -80,6 +82,22 @@ class GT4PyIntegrationError(StepCacheError, RuntimeError):
     """GT4Py is not installed, or lacks an internal piece the integration relies on."""
 
 
+def install_hint(version: tuple[int, int] = sys.version_info[:2]) -> str:
+    """How to install GT4Py, if this Python can run it (GT4Py 1.2 needs Python 3.12).
+
+    >>> install_hint((3, 12))
+    "install it with: pip install 'stepcache[gt4py]'"
+    >>> install_hint((3, 11)).startswith("GT4Py needs Python 3.12 or newer and this is Python 3.11")
+    True
+    """
+    if version >= (3, 12):
+        return "install it with: pip install 'stepcache[gt4py]'"
+    return (
+        f"GT4Py needs Python 3.12 or newer and this is Python {version[0]}.{version[1]}: "
+        "use a Python 3.12 environment, then pip install 'stepcache[gt4py]'"
+    )
+
+
 def _import(name: str) -> Any:
     with warnings.catch_warnings():
         # A GT4Py dependency warns at import time; under -W error that would abort enable().
@@ -92,9 +110,7 @@ def _load_gt4py() -> Any:
     try:
         version = str(getattr(_import("gt4py"), "__version__", "unknown"))
     except ImportError as exc:
-        raise GT4PyIntegrationError(
-            f"GT4Py is not importable ({exc}); install it with: pip install 'stepcache[gt4py]'"
-        ) from exc
+        raise GT4PyIntegrationError(f"GT4Py is not importable ({exc}); {install_hint()}") from exc
     mod: dict[str, Any] = {}
     missing: list[str] = []
     for short, name in _MODULES.items():

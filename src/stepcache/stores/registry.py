@@ -145,6 +145,10 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
         spec = default_directory()
     text = os.fspath(spec)
     scheme, sep, rest = text.partition("://")
+    if not sep and text.partition(":")[0].lower() in _factories and text.endswith(":"):
+        # "dir:" or "redis:" alone: a spec cut short, not a relative path named so.
+        example = "dir:///var/cache/stepcache" if text.lower() == "dir:" else f"{text}//..."
+        raise StoreUnavailableError(f"store spec {text!r} names no store: use e.g. {example}")
     if not sep:
         scheme, rest = "dir", text
     scheme = scheme.lower()
