@@ -35,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from stepcache.integrations import gt4py_pytest
+
 __all__ = ["StoreReport", "format_report", "process_snapshot", "summarize"]
 
 _OUTPUT_KEY = "stepcache"
@@ -51,16 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="At the end, report what the stepcache stores did, summed over xdist workers.",
     )
     # Options of client integrations (stepcache.integrations.*) join this group here.
-    group.addoption(
-        "--stepcache-gt4py",
-        nargs="?",
-        const="1",
-        default=None,
-        metavar="SPEC",
-        help="Keep GT4Py's translations and compiled programs in a stepcache store: SPEC, "
-        "or the default store without one (like STEPCACHE_GT4PY=SPEC). Write "
-        "--stepcache-gt4py=SPEC, or put it after the test paths.",
-    )
+    gt4py_pytest.addoption(group)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -79,18 +72,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
         _census.install()
         config.pluginmanager.register(_Report(config), "stepcache-report")
-    spec = config.getoption("stepcache_gt4py")
-    if spec is not None:
-        os.environ["STEPCACHE_GT4PY"] = spec  # xdist workers and compile workers inherit it
-    if os.environ.get("STEPCACHE_GT4PY"):
-        # Imports GT4Py only now, before any test imports its backends; fails
-        # loudly when the installed GT4Py lacks what the integration needs.
-        from stepcache.integrations import gt4py as sc_gt4py
-
-        try:
-            sc_gt4py.enable_from_env()
-        except sc_gt4py.GT4PyIntegrationError as exc:
-            raise pytest.UsageError(f"--stepcache-gt4py / STEPCACHE_GT4PY: {exc}") from exc
+    gt4py_pytest.configure(config)
 
 
 def process_snapshot() -> dict[str, Any]:
@@ -131,7 +113,7 @@ def _did_something(stats: Any) -> bool:
 
 
 def _miss_reasons(spec: str, stats: Any, store: Any) -> list[str]:
-    from stepcache.cli._explain import explain_misses
+    from stepcache.explain import explain_misses
     from stepcache.stores.registry import open_store
 
     if store is None or store.closed:

@@ -9,13 +9,12 @@ from typing import Any
 import click
 from rich.console import RenderableType
 
-from stepcache.cached import shown_entry
 from stepcache.cli import _render
 from stepcache.cli._app import CliError, Session, json_option, pass_session
-from stepcache.cli._explain import MissExplanation, explain_misses, manifest_of, nearest
 from stepcache.cli._inspect import header_dict, resolve_key
 from stepcache.cli._units import format_age
 from stepcache.codec import EntryHeader
+from stepcache.explain import MissExplanation, explain_misses, manifest_of, nearest, shown_entry
 from stepcache.fingerprint import diff_manifests
 from stepcache.stores.base import Store
 

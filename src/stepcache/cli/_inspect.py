@@ -14,13 +14,12 @@ from typing import Any
 import click
 from rich.console import RenderableType
 
-from stepcache.cached import shown_entry
 from stepcache.cli import _render, _sizes
 from stepcache.cli._app import EXIT_USAGE, CliError, Session, json_option, pass_session
-from stepcache.cli._explain import manifest_of
 from stepcache.cli._options import duration, label_option, select_headers, size, step_option
 from stepcache.cli._units import format_age, format_bytes, iso_time, plural
 from stepcache.codec import EntryHeader
+from stepcache.explain import manifest_of, shown_entry
 from stepcache.stores._stats import Stats
 from stepcache.stores.base import Store
 
