@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stepcache.cached import CachedDirStep, CachedStep, MissReport
+from stepcache.cached import CachedDirStep, CachedStep
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
     CompilerError,
@@ -28,17 +28,18 @@ from stepcache.errors import (
     UnsafeStoreError,
 )
 from stepcache.fingerprint import field, fingerprint, register_fingerprint
-from stepcache.identity import Toolchain, code_identity, toolchain
 from stepcache.step import Chain, FunctionStep, NamedSteps, Step, StepBase, chain, step
 from stepcache.stores._stats import MissRecord, Stats, StepStats
 from stepcache.stores.base import Store, validate_key
 from stepcache.stores.directory import DirectoryStore
-from stepcache.stores.memory import MemoryStore
 from stepcache.stores.registry import open_store, reset_registry
-from stepcache.stores.tiered import TieredStore
 
 if TYPE_CHECKING:
+    from stepcache._miss import MissReport
+    from stepcache.identity import Toolchain, code_identity, toolchain
+    from stepcache.stores.memory import MemoryStore
     from stepcache.stores.redis import RedisStore
+    from stepcache.stores.tiered import TieredStore
 
 __version__ = "0.1.0.dev0"
 
@@ -83,10 +84,29 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # RedisStore imports redis-py: loaded on first use, keeping `import stepcache` light.
-    if name == "RedisStore":
-        from stepcache.stores.redis import RedisStore
+# Names a `CachedStep` over a directory store does not need: imported on first
+# use, so `import stepcache` stays light (RedisStore would import redis-py).
+_LAZY = {
+    "MemoryStore": "stepcache.stores.memory",
+    "MissReport": "stepcache._miss",
+    "RedisStore": "stepcache.stores.redis",
+    "TieredStore": "stepcache.stores.tiered",
+    "Toolchain": "stepcache.identity",
+    "code_identity": "stepcache.identity",
+    "toolchain": "stepcache.identity",
+}
 
-        return RedisStore
-    raise AttributeError(f"module 'stepcache' has no attribute {name!r}")
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stepcache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

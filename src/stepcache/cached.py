@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from stepcache.codec import EntryHeader
-from stepcache.fingerprint import diff_manifests, fingerprint, manifest
-from stepcache.identity import CodeIdentity, Toolchain, code_identity
+from stepcache.fingerprint import fingerprint
 from stepcache.step import FunctionStep, StepBase
 from stepcache.stores.base import MISSING, Store
+
+if TYPE_CHECKING:
+    from stepcache._miss import MissReport, compare_to_nearest, describe_change
+    from stepcache.identity import CodeIdentity, Toolchain
 
 __all__ = [
     "CachedDirStep",
@@ -48,84 +50,6 @@ def step_name(step: Any) -> str:
     if isinstance(step, FunctionStep):
         return step.name
     return type(step).__qualname__
-
-
-def describe_change(path: str, old: str | None, new: str | None) -> str:
-    """One readable line for a manifest path that differs between two entries."""
-    if path.startswith("code[") and ":" in path:
-        name, _, rel = path.partition(":")
-        what = "added" if old is None else "removed" if new is None else "changed"
-        return f"{name}: {rel} {what}"
-    if path.startswith("toolchain."):
-        return f"{path}: {old} -> {new}"
-    return path
-
-
-@dataclasses.dataclass(frozen=True)
-class MissReport:
-    """Why an input misses: the nearest stored entry of the same step and what differs.
-
-    ``differences`` are manifest paths such as ``step.opt_level``,
-    ``input.body[3].op``, ``version``, ``code[mypkg.passes]:mypkg/passes.py``
-    or ``toolchain.env[CFLAGS]``; ``changes`` adds the recorded values
-    (digests, or readable values for toolchain parts). Both empty on a hit.
-    """
-
-    hit: bool
-    key: str
-    step: str
-    label: str
-    nearest_key: str | None = None
-    differences: tuple[str, ...] = ()
-    changes: tuple[tuple[str, str | None, str | None], ...] = ()
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """One line per difference, most specific first (code and toolchain named)."""
-        lines = [describe_change(*change) for change in self.changes]
-        code_files = {ln.partition(":")[0] for ln in lines if ln.startswith("code[") and ": " in ln}
-        # A changed file also changes its package digest; report the file only.
-        return tuple(ln for ln in lines if ln not in code_files)
-
-    @property
-    def reason(self) -> str:
-        """One line: the top reasons for the miss."""
-        if self.hit:
-            return "hit"
-        if self.nearest_key is None:
-            return f"no stored entry of step {self.step!r}"
-        reasons = self.reasons
-        shown = "; ".join(reasons[:5]) or "identical manifest (key function differs)"
-        more = f" (+{len(reasons) - 5} more)" if len(reasons) > 5 else ""
-        return f"differs from {self.nearest_key[:12]} in {shown}{more}"
-
-
-def compare_to_nearest(
-    headers: Iterable[EntryHeader],
-    key: str,
-    step: str,
-    label: str,
-    mine: Mapping[str, str],
-) -> MissReport:
-    """A :class:`MissReport` for ``key`` against the nearest of ``headers``.
-
-    Nearest: same step, preferring the same label, fewest differing paths.
-    Shared by :meth:`CachedStep.explain` and ``stepcache explain``.
-    """
-    best: tuple[tuple[int, int], str, Mapping[str, str], list[str]] | None = None
-    for header in headers:
-        theirs = header.info.get("manifest")
-        if header.key == key or header.step != step or not isinstance(theirs, dict):
-            continue
-        diff = diff_manifests(theirs, mine)
-        rank = (int(header.label != label), len(diff))
-        if best is None or rank < best[0]:
-            best = (rank, header.key, theirs, diff)
-    if best is None:
-        return MissReport(False, key, step, label)
-    _, nearest, old, diff = best
-    changes = tuple((p, old.get(p), mine.get(p)) for p in diff)
-    return MissReport(False, key, step, label, nearest, tuple(diff), changes)
 
 
 class _EntryInfo(Mapping[str, Any]):
@@ -208,6 +132,10 @@ class CachedStep(StepBase):
     @cached_property
     def code_identities(self) -> tuple[CodeIdentity, ...]:
         """Identity of each module named in ``code`` (computed once per instance)."""
+        if not self.code:
+            return ()
+        from stepcache.identity import code_identity
+
         return tuple(code_identity(name) for name in self.code)
 
     def _identity(self) -> tuple[Any, ...]:
@@ -226,6 +154,8 @@ class CachedStep(StepBase):
 
     def manifest_for(self, inp: Any) -> dict[str, str]:
         """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
+        from stepcache.fingerprint import manifest
+
         out = {"version": fingerprint(self.version)[:16]}
         for ident in self.code_identities:
             out[f"code[{ident.name}]"] = ident.digest[:16]
@@ -257,6 +187,8 @@ class CachedStep(StepBase):
         The nearest entry is the stored entry of the same step (preferring the
         same label) whose manifest differs in the fewest paths.
         """
+        from stepcache._miss import MissReport, compare_to_nearest
+
         key, label = self.key_for(inp), self.label_for(inp)
         # Verified, not just present: a damaged entry would miss on the next call.
         if self.store._lookup(key) is not MISSING:
@@ -314,3 +246,13 @@ class CachedDirStep(CachedStep):
         return self.store.get_or_compute_dir(
             self.key_for(inp), lambda: self.step(inp), timeout=self.timeout, info=self._info(inp)
         )
+
+
+def __getattr__(name: str) -> object:
+    # The explanation side (MissReport and its helpers) lives in _miss, loaded
+    # on first use; these names stay importable from here.
+    if name in ("MissReport", "compare_to_nearest", "describe_change"):
+        from stepcache import _miss
+
+        return getattr(_miss, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,7 +31,6 @@ anything.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pickle
 import struct
 import time
@@ -108,6 +107,8 @@ def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
     if codec == "pickle":
         return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if codec == "safe":
+        import json
+
         problem = ""
         try:
             data = json.dumps(value, separators=(",", ":"), allow_nan=False)
@@ -146,6 +147,8 @@ def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bo
     if codec_id == RAW:
         return bytes(payload)
     if codec_id == SAFE:
+        import json
+
         return json.loads(bytes(payload))
     if codec_id == PICKLE:
         if not allow_pickle:
@@ -185,6 +188,8 @@ def pack_entry(
     created: float | None = None,
 ) -> bytes:
     """Return the entry blob for ``value`` under ``key``."""
+    import json  # here, not at the top: a process that only reads never needs it
+
     codec_id, payload = encode_value(value, codec)
     kb = key.encode("ascii")
     ib = json.dumps(dict(info or {}), separators=(",", ":"), sort_keys=True).encode()
@@ -233,6 +238,8 @@ def read_header(blob: bytes | memoryview, *, key: str | None = None) -> EntryHea
     entry_key = bytes(blob[PREFIX_SIZE : PREFIX_SIZE + klen]).decode("ascii", "replace")
     if key is not None and entry_key != key:
         raise CorruptEntry(f"entry is for key {entry_key!r}, not {key!r}")
+    import json
+
     try:
         info = json.loads(bytes(blob[PREFIX_SIZE + klen : end]))
     except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep

@@ -94,15 +94,21 @@ class VerifyResult:
         return self.checked - len(self.corrupt)
 
 
-@dataclasses.dataclass
 class Item:
     """One key found in the tree: its entry file, its artifact directory, or both."""
 
-    key: str
-    mtime: float = 0.0  #: of the entry (refreshed on use), else of the orphan directory
-    size: int = 0  #: bytes of the entry plus its artifact directory
-    has_entry: bool = False
-    has_dir: bool = False
+    # A plain class, not a dataclass: building one costs a store's import time.
+    __slots__ = ("has_dir", "has_entry", "key", "mtime", "size")
+
+    def __init__(self, key: str, mtime: float = 0.0, size: int = 0) -> None:
+        self.key = key
+        self.mtime = mtime  #: of the entry (refreshed on use), else of the orphan directory
+        self.size = size  #: bytes of the entry plus its artifact directory
+        self.has_entry = False
+        self.has_dir = False
+
+    def __repr__(self) -> str:
+        return f"Item({self.key!r}, mtime={self.mtime}, size={self.size})"
 
 
 def scan(v1: str, tops: Iterable[str]) -> list[Item]:

@@ -42,7 +42,6 @@ from stepcache.stores._beneath import (
     rename_beneath,
     rmtree_at,
 )
-from stepcache.stores._trees import TreeModes, adopt_tree, copy_into
 
 __all__ = [
     "HOST",
@@ -63,7 +62,7 @@ __all__ = [
 #: this host's name, reduced to characters safe in a file name
 HOST: Final = re.sub(r"[^A-Za-z0-9._]", "_", os.uname().nodename or "localhost")[:64]
 
-_TEMP_RE: Final = re.compile(r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?")
+_TEMP_PATTERN: Final = r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?"
 
 
 def temp_name(suffix: str = ".tmp") -> str:
@@ -81,7 +80,7 @@ def parse_owner(name: str) -> tuple[str, int] | None:
     >>> parse_owner("build-host-4242-00ff.tmp")
     ('build-host', 4242)
     """
-    m = _TEMP_RE.fullmatch(name)
+    m = re.fullmatch(_TEMP_PATTERN, name)  # re caches the compiled pattern
     return (m["host"], int(m["pid"])) if m else None
 
 
@@ -207,6 +206,8 @@ def copy_tree(
     symlink never receives it; in a group directory the tree is the group's
     (directories 2770, files 0660, or 0770 if executable).
     """
+    from stepcache.stores._trees import TreeModes, adopt_tree, copy_into  # artifacts only
+
     if not src.is_dir() or src.is_symlink():
         raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
     tmp_fd = open_leaf(tmp_dir, create=True, durable=durable)
