@@ -21,6 +21,7 @@ SRC = str(Path(stepcache.__file__).resolve().parent.parent)
 # What a CachedStep over a DirectoryStore needs, and nothing else.
 EXPECTED = {
     "stepcache",
+    "stepcache._record",
     "stepcache.cached",
     "stepcache.codec",
     "stepcache.errors",

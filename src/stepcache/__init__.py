@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stepcache.cached import CachedDirStep, CachedStep
+from stepcache.cached import CachedStep
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
     CompilerError,
@@ -35,6 +35,7 @@ from stepcache.stores.directory import DirectoryStore
 from stepcache.stores.registry import open_store, reset_registry
 
 if TYPE_CHECKING:
+    from stepcache._dirstep import CachedDirStep
     from stepcache._miss import MissReport
     from stepcache.identity import Toolchain, code_identity, toolchain
     from stepcache.stores.memory import MemoryStore
@@ -87,6 +88,7 @@ __all__ = [
 # Names a `CachedStep` over a directory store does not need: imported on first
 # use, so `import stepcache` stays light (RedisStore would import redis-py).
 _LAZY = {
+    "CachedDirStep": "stepcache._dirstep",
     "MemoryStore": "stepcache.stores.memory",
     "MissReport": "stepcache._miss",
     "RedisStore": "stepcache.stores.redis",

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -22,6 +21,7 @@ from stepcache.step import FunctionStep, StepBase
 from stepcache.stores.base import MISSING, Store
 
 if TYPE_CHECKING:
+    from stepcache._dirstep import CachedDirStep
     from stepcache._miss import MissReport, compare_to_nearest, describe_change
     from stepcache.identity import CodeIdentity, Toolchain
 
@@ -221,38 +221,16 @@ class CachedStep(StepBase):
         return dataclasses.replace(self, **own)
 
 
-@dataclasses.dataclass(frozen=True)
-class CachedDirStep(CachedStep):
-    """A :class:`CachedStep` for steps that return a new directory (a build tree).
-
-    The directory is handed to the store with ``put_dir`` (moved there when
-    it is on the same filesystem) and later calls return the stored copy, via
-    single-flight :meth:`~stepcache.Store.get_or_compute_dir`: of many
-    processes building the same program at once, one compiles.
-
-    >>> import dataclasses, pathlib, tempfile, stepcache as sc
-    >>> @dataclasses.dataclass(frozen=True)
-    ... class Build(sc.StepBase):
-    ...     def __call__(self, name: str) -> pathlib.Path:
-    ...         out = pathlib.Path(tempfile.mkdtemp())
-    ...         _ = (out / f"lib{name}.so").write_bytes(b"ELF")
-    ...         return out
-    >>> build = sc.CachedDirStep(Build(), sc.DirectoryStore(tempfile.mkdtemp()))
-    >>> build("lap") == build("lap"), sorted(p.name for p in build("lap").iterdir())
-    (True, ['liblap.so'])
-    """
-
-    def __call__(self, inp: Any, /) -> Path:
-        return self.store.get_or_compute_dir(
-            self.key_for(inp), lambda: self.step(inp), timeout=self.timeout, info=self._info(inp)
-        )
-
-
 def __getattr__(name: str) -> object:
-    # The explanation side (MissReport and its helpers) lives in _miss, loaded
-    # on first use; these names stay importable from here.
+    # The explanation side (MissReport and its helpers) and CachedDirStep are
+    # loaded on first use, so a process that needs neither does not build them;
+    # the names stay importable from here.
     if name in ("MissReport", "compare_to_nearest", "describe_change"):
         from stepcache import _miss
 
         return getattr(_miss, name)
+    if name == "CachedDirStep":
+        from stepcache._dirstep import CachedDirStep
+
+        return CachedDirStep
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,7 +30,6 @@ anything.
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
 import struct
 import time
@@ -38,6 +37,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import xxhash
+
+from stepcache._record import Record
 
 __all__ = [
     "CODECS",
@@ -77,10 +78,10 @@ class CorruptEntry(Exception):
     """An entry failed verification; ``reason`` says which check."""
 
 
-@dataclasses.dataclass(frozen=True)
-class EntryHeader:
+class EntryHeader(Record):
     """What an entry says about itself, readable without decoding its payload."""
 
+    __slots__ = ("key", "codec", "created", "payload_bytes", "total_bytes", "signed", "info")  # noqa: RUF023
     key: str
     codec: str
     created: float
@@ -88,6 +89,19 @@ class EntryHeader:
     total_bytes: int
     signed: bool
     info: Mapping[str, Any]
+
+    def __init__(
+        self,
+        key: str,
+        codec: str,
+        created: float,
+        payload_bytes: int,
+        total_bytes: int,
+        signed: bool,
+        info: Mapping[str, Any],
+    ) -> None:
+        self._set(key=key, codec=codec, created=created, payload_bytes=payload_bytes,
+                  total_bytes=total_bytes, signed=signed, info=info)  # fmt: skip
 
     @property
     def step(self) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import sys
 from typing import Any
@@ -77,7 +76,7 @@ def prune(
         )
     with _render.progress("pruning", enabled=not as_json) as update:
         result = run(max_size, max_age, progress=_render.counting(update), **extra)
-    doc = {"dry_run": dry_run, **dataclasses.asdict(result)}
+    doc = {"dry_run": dry_run, **result.as_dict()}
     if as_json:
         _render.emit_json(doc)
         return

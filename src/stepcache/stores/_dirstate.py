@@ -8,7 +8,6 @@ of ``prune`` and ``verify``) can be read and tuned on their own.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import itertools
 import json
@@ -22,6 +21,7 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final
 
+from stepcache._record import Record
 from stepcache.stores import _beneath, _fsutil
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores._stats import Counters, Stats
@@ -69,24 +69,30 @@ def iter_keys(v1: str) -> Iterator[str]:
                         yield name
 
 
-@dataclasses.dataclass(frozen=True)
-class PruneResult:
+class PruneResult(Record):
     """What :meth:`DirectoryStore.prune` did and what is left."""
 
+    __slots__ = ("removed", "freed", "swept", "entries", "bytes")  # noqa: RUF023 - field order
     removed: int  #: entries evicted (too old, or least recently used over the size budget)
     freed: int  #: bytes of the evicted entries and their artifact directories
     swept: int  #: leftovers removed: temp files, orphan directories, stale locks, stats files
     entries: int  #: entries left
     bytes: int  #: bytes left
 
+    def __init__(self, removed: int, freed: int, swept: int, entries: int, bytes: int) -> None:
+        self._set(removed=removed, freed=freed, swept=swept, entries=entries, bytes=bytes)
 
-@dataclasses.dataclass(frozen=True)
-class VerifyResult:
+
+class VerifyResult(Record):
     """What :meth:`DirectoryStore.verify` found: ``(key, reason)`` for every bad entry."""
 
+    __slots__ = ("checked", "corrupt", "repaired")
     checked: int
     corrupt: tuple[tuple[str, str], ...]
     repaired: int
+
+    def __init__(self, checked: int, corrupt: tuple[tuple[str, str], ...], repaired: int) -> None:
+        self._set(checked=checked, corrupt=corrupt, repaired=repaired)
 
     @property
     def ok(self) -> int:
