@@ -37,6 +37,7 @@ EXPECTED = {
     "stepcache.stores",
     "stepcache.stores._archive",
     "stepcache.stores._beneath",
+    "stepcache.stores._dirfds",
     "stepcache.stores._dirstate",
     "stepcache.stores._entryfile",
     "stepcache.stores._fsutil",

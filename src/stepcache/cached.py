@@ -52,6 +52,14 @@ def step_name(step: Any) -> str:
     return type(step).__qualname__
 
 
+def _add_parts(out: dict[str, str], prefix: str, value: Any, parts: Mapping[str, str]) -> None:
+    """Add a value's manifest ``parts`` under ``prefix`` (its whole digest if it has none)."""
+    if not parts:
+        out[prefix] = fingerprint(value)[:16]
+    for path, digest in parts.items():
+        out[f"{prefix}{'' if path.startswith('[') else '.'}{path}"] = digest
+
+
 class _EntryInfo(Mapping[str, Any]):
     """Entry info whose manifest is computed only when the entry is written."""
 
@@ -152,8 +160,10 @@ class CachedStep(StepBase):
         """The human-readable label recorded with the entry for ``inp``."""
         return (self.label or default_label)(inp)
 
-    def manifest_for(self, inp: Any) -> dict[str, str]:
-        """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
+    @cached_property
+    def _fixed_manifest(self) -> dict[str, str]:
+        # Version, code, toolchain and step are fixed per (frozen) instance:
+        # computed on the first write, not again for every entry.
         from stepcache.fingerprint import manifest
 
         out = {"version": fingerprint(self.version)[:16]}
@@ -163,12 +173,15 @@ class CachedStep(StepBase):
                 out[f"code[{ident.name}]:{rel}"] = digest[:16]
         if self.toolchain is not None:
             out.update(self.toolchain.manifest())
-        for prefix, value, depth in (("step", self.step, 2), ("input", inp, 3)):
-            parts = manifest(value, depth=depth)
-            if not parts:
-                out[prefix] = fingerprint(value)[:16]
-            for path, digest in parts.items():
-                out[f"{prefix}{'' if path.startswith('[') else '.'}{path}"] = digest
+        _add_parts(out, "step", self.step, manifest(self.step, depth=2))
+        return out
+
+    def manifest_for(self, inp: Any) -> dict[str, str]:
+        """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
+        from stepcache.fingerprint import manifest
+
+        out = dict(self._fixed_manifest)
+        _add_parts(out, "input", inp, manifest(inp, depth=3))
         return out
 
     def __call__(self, inp: Any, /) -> Any:

@@ -23,13 +23,17 @@ trees enter the same way (:mod:`stepcache.stores._trees`). Modes are
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
 import stat
 import time
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from stepcache.stores._dirfds import DirFds
 
 from stepcache.stores._beneath import (
     DIR_FLAGS,
@@ -52,6 +56,7 @@ __all__ = [
     "owner_is_dead",
     "parse_owner",
     "pid_alive",
+    "publish",
     "publish_dir",
     "sweep_temp",
     "temp_name",
@@ -65,13 +70,31 @@ HOST: Final = re.sub(r"[^A-Za-z0-9._]", "_", os.uname().nodename or "localhost")
 _TEMP_PATTERN: Final = r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?"
 
 
+class _Names:
+    """Per-process state of temp names: the pid and a random prefix, renewed in a forked child."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.pid = os.getpid()
+        # Random per process, counted per name: no getpid or getrandom per write,
+        # and names nobody can predict to plant a file under one.
+        self.prefix = f"{HOST}-{self.pid}-{os.urandom(4).hex()}"
+        self.serial = itertools.count()
+
+
+_names = _Names()
+
+
 def temp_name(suffix: str = ".tmp") -> str:
-    """A fresh temp file name ``<host>-<pid>-<random><suffix>``.
+    """A fresh temp file name ``<host>-<pid>-<hex><suffix>``, unique in this process.
 
     >>> parse_owner(temp_name()) == (HOST, os.getpid())
     True
     """
-    return f"{HOST}-{os.getpid()}-{os.urandom(6).hex()}{suffix}"
+    return f"{_names.prefix}{next(_names.serial):x}{suffix}"
 
 
 def parse_owner(name: str) -> tuple[str, int] | None:
@@ -147,26 +170,38 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_atomic(path: str, data: bytes, tmp_dir: str, *, durable: bool = False) -> None:
+def write_atomic(
+    path: str, data: bytes, tmp_dir: str, *, durable: bool = False, fds: DirFds | None = None
+) -> None:
     """Publish ``data`` at ``path``: write a temp file in ``tmp_dir``, then rename it over.
 
     The parent of ``path`` and ``tmp_dir`` are created on demand. Below the
     deepest directory holding both (a store's root) no symlink is followed
     (see :func:`~stepcache.stores._beneath.open_dir`): a symlink planted in a
     cache never redirects the write. ``durable=True`` fsyncs the file before
-    the rename and the directory after.
+    the rename and the directory after. ``fds``, a store's kept descriptors
+    of its top directories, saves re-opening them (and ``tmp_dir``).
     """
     parent, name = os.path.split(path)
+    if fds is not None and fds.publish(parent, name, data, tmp_dir, durable):
+        return
     dest_fd, tmp_fd = open_pair(parent, tmp_dir, durable=durable)
     try:
-        _publish(data, tmp_fd, dest_fd, name, durable)
+        publish(data, tmp_fd, dest_fd, name, durable)
     finally:
         os.close(tmp_fd)
         os.close(dest_fd)
 
 
-def _publish(data: bytes, tmp_fd: int, dest_fd: int, name: str, durable: bool) -> None:
-    group = is_group_dir(os.fstat(tmp_fd).st_mode)
+def publish(
+    data: bytes, tmp_fd: int, dest_fd: int, name: str, durable: bool, group: bool | None = None
+) -> None:
+    """Write ``data`` to a new temp file in ``tmp_fd``, then rename it to ``name`` in ``dest_fd``.
+
+    ``group``: whether ``tmp_fd`` is a group directory (looked up if ``None``).
+    """
+    if group is None:
+        group = is_group_dir(os.fstat(tmp_fd).st_mode)
     while True:
         tmp = temp_name()
         try:

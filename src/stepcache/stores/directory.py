@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 from stepcache import codec
 from stepcache.stores import _beneath, _fsutil, _trust
+from stepcache.stores._dirfds import DirFds
 from stepcache.stores._dirstate import (
     Cleaner,
     Item,
@@ -103,6 +105,8 @@ class DirectoryStore(Store):
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
         self.lock_backend, self.shared = lock_backend, shared
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
+        self._fds = DirFds()  # v1/ and tmp/, opened by the first write
+        weakref.finalize(self, self._fds.close)
         _trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
         if shared and self._secret is None:
             self._say_once("unsigned", _trust.UNSIGNED, self.spec)
@@ -157,7 +161,7 @@ class DirectoryStore(Store):
             return None
 
     def _save(self, key: str, blob: bytes) -> None:
-        _fsutil.write_atomic(self._path(key), blob, self._tmp, durable=self.durable)
+        _fsutil.write_atomic(self._path(key), blob, self._tmp, durable=self.durable, fds=self._fds)
         self._wrote(key, len(blob))
 
     def _remove(self, key: str) -> bool:
@@ -398,4 +402,5 @@ class DirectoryStore(Store):
             # The finalizer stays armed: a closed store still in use (say, by a
             # step that kept it across reset_registry) keeps its counts.
             self._stats_file.flush()
+        self._fds.close()
         super().close()

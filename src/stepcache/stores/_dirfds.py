@@ -1,0 +1,105 @@
+"""Descriptors of a store's own top directories (``v1/``, ``tmp/``), opened once and kept.
+
+Every write below a store's root walks from a directory descriptor with
+``O_NOFOLLOW`` (:mod:`stepcache.stores._beneath`). Re-opening the root,
+``v1/`` and ``tmp/`` for each entry cost six system calls per write; a
+:class:`DirFds` kept by the store opens each once. Only the walk below
+them (``ab/cd``) is repeated, so a symlink planted there is still refused
+on every write.
+
+A kept descriptor outlives its path: if the directory is removed (a cache
+deleted under a running process), creating a file through it fails with
+``ENOENT``, the writer forgets it and takes the path-based way again,
+which re-creates the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from stepcache.stores import _fsutil
+from stepcache.stores._beneath import common_dir, descend, is_group_dir, open_leaf
+
+__all__ = ["DirFds"]
+
+
+class DirFds:
+    """Open directories by path, each with whether it is a group directory.
+
+    >>> import tempfile
+    >>> fds = DirFds()
+    >>> fd, group = fds.get(tempfile.mkdtemp())
+    >>> fds.get(tempfile.gettempdir())[0] != fd, group
+    (True, False)
+    >>> fds.close()
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[int, bool]] = {}
+        # Forgotten descriptors stay open until close(): another thread may be
+        # using one, and a closed number could be reused for another file.
+        self._retired: list[int] = []
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> tuple[int, bool]:
+        """The fd of existing directory ``path`` (not itself a symlink), and its group bit."""
+        kept = self._open.get(path)
+        if kept is not None:
+            return kept
+        fd = open_leaf(path)
+        try:
+            item = (fd, is_group_dir(os.fstat(fd).st_mode))
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._lock:
+            kept = self._open.setdefault(path, item)
+        if kept is not item:  # another thread opened it meanwhile
+            os.close(fd)
+        return kept
+
+    def publish(self, parent: str, name: str, data: bytes, tmp_dir: str, durable: bool) -> bool:
+        """:func:`~stepcache.stores._fsutil.write_atomic` through kept descriptors.
+
+        ``False``: take the path-based way instead, which creates what is
+        missing, re-opens what was removed and raises what is wrong (a
+        planted symlink, say); so every failure here falls back to it.
+        """
+        common, rel, _ = common_dir(parent, tmp_dir)
+        top, _, below = rel.partition(os.sep)
+        if not top:
+            return False
+        top_dir = os.path.join(common, top)
+        try:
+            top_fd, _ = self.get(top_dir)
+            tmp_fd, group = self.get(tmp_dir)
+            dest_fd = descend(top_fd, top_dir, below, create=True, durable=durable)
+        except OSError:
+            self.forget(top_dir, tmp_dir)
+            return False
+        try:
+            _fsutil.publish(data, tmp_fd, dest_fd, name, durable, group)
+        except FileNotFoundError:  # a directory removed since its descriptor was kept
+            self.forget(top_dir, tmp_dir)
+            return False
+        finally:
+            os.close(dest_fd)
+        return True
+
+    def forget(self, *paths: str) -> None:
+        """Open ``paths`` again on next use (their directories may have been removed)."""
+        with self._lock:
+            for path in paths:
+                item = self._open.pop(path, None)
+                if item is not None:
+                    self._retired.append(item[0])
+
+    def close(self) -> None:
+        """Close every descriptor; later calls of :meth:`get` open them again."""
+        with self._lock:
+            fds = [fd for fd, _ in self._open.values()] + self._retired
+            self._open.clear()
+            self._retired.clear()
+        for fd in fds:
+            os.close(fd)
