@@ -5,8 +5,9 @@ manifest, encoding, single flight (a lock), a look in the store before and
 after taking the lock, and publishing the entry. The *floor* is what any
 file cache must do with the same bytes: ``pickle.dumps`` of the value,
 writing a temp file and renaming it into place with ``os`` calls (for a
-hit: open, fstat, read, close, ``pickle.loads``). The entries are the demo's typical translation results:
-about 1 KB of C source for an input naming a program.
+hit: open, fstat, read, close, ``pickle.loads``). The entries are the
+demo's typical translation results: about 1 KB of C source for an input
+naming a program.
 
 *Time*: per call, interleaved round by round in one process; each miss
 asks for a new input of a ``CachedStep`` over a ``DirectoryStore`` that
