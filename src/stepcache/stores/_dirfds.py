@@ -15,6 +15,7 @@ which re-creates the directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -82,6 +83,38 @@ class DirFds:
             _fsutil.publish(data, tmp_fd, dest_fd, name, durable, group)
         except FileNotFoundError:  # a directory removed since its descriptor was kept
             self.forget(top_dir, tmp_dir)
+            return False
+        finally:
+            os.close(dest_fd)
+        return True
+
+    def rename(self, src: str, dest: str, durable: bool) -> bool:
+        """Rename ``src`` (in a kept directory) to ``dest`` below another; ``False``: not done.
+
+        For publishing artifact directories from ``tmp/``. As with
+        :meth:`publish`, a failure to reach the directories falls back to
+        the path-based way; a failed rename itself (``dest`` exists) raises.
+        """
+        (src_dir, src_name), (parent, name) = os.path.split(src), os.path.split(dest)
+        common, rel, _ = common_dir(parent, src_dir)
+        top, _, below = rel.partition(os.sep)
+        if not top:
+            return False
+        top_dir = os.path.join(common, top)
+        try:
+            top_fd, _ = self.get(top_dir)
+            src_fd, _ = self.get(src_dir)
+            dest_fd = descend(top_fd, top_dir, below, create=True, durable=durable)
+        except OSError:
+            self.forget(top_dir, src_dir)
+            return False
+        try:
+            os.rename(src_name, name, src_dir_fd=src_fd, dst_dir_fd=dest_fd)
+            if durable:
+                with contextlib.suppress(OSError):  # some filesystems refuse it on directories
+                    os.fsync(dest_fd)
+        except FileNotFoundError:  # a directory removed since its descriptor was kept
+            self.forget(top_dir, src_dir)
             return False
         finally:
             os.close(dest_fd)

@@ -279,15 +279,17 @@ def _rename_in(src: Path, tmp_fd: int, name: str) -> bool:
     return True
 
 
-def publish_dir(tmp: str, dest: str, *, durable: bool = False) -> bool:
+def publish_dir(tmp: str, dest: str, *, durable: bool = False, fds: DirFds | None = None) -> bool:
     """Rename the complete temp directory ``tmp`` to ``dest``; ``False`` if ``dest`` exists.
 
     The first directory published under a name stays: a reader may be using
     it, so it is never replaced in place. The temp copy is removed then.
     (With ``durable``, :func:`copy_tree` already made the tree itself durable.)
+    ``fds``: as for :func:`write_atomic`.
     """
     try:
-        rename_beneath(tmp, dest, durable=durable)
+        if fds is None or not fds.rename(tmp, dest, durable):
+            rename_beneath(tmp, dest, durable=durable)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if os.path.isdir(dest):

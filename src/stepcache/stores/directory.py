@@ -214,7 +214,7 @@ class DirectoryStore(Store):
         dest = self._path(key) + ".d"
         try:
             tmp, files, nbytes = _fsutil.copy_tree(src, self._tmp, durable=self.durable, move=move)
-            _fsutil.publish_dir(tmp, dest, durable=self.durable)
+            _fsutil.publish_dir(tmp, dest, durable=self.durable, fds=self._fds)
         except OSError as exc:
             self._counters.add("errors")
             self._say_once(
