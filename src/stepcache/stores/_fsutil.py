@@ -65,7 +65,9 @@ __all__ = [
 ]
 
 #: this host's name, reduced to characters safe in a file name
-HOST: Final = re.sub(r"[^A-Za-z0-9._]", "_", os.uname().nodename or "localhost")[:64]
+_SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._")
+# (Not a regex: nothing is compiled at import.)
+HOST: Final = "".join(c if c in _SAFE else "_" for c in os.uname().nodename or "localhost")[:64]
 
 _TEMP_PATTERN: Final = r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?"
 
