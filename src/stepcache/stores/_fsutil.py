@@ -32,9 +32,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-if TYPE_CHECKING:
-    from stepcache.stores._dirfds import DirFds
-
 from stepcache.stores._beneath import (
     DIR_FLAGS,
     NEW_FILE,
@@ -46,6 +43,9 @@ from stepcache.stores._beneath import (
     rename_beneath,
     rmtree_at,
 )
+
+if TYPE_CHECKING:
+    from stepcache.stores._dirfds import DirFds
 
 __all__ = [
     "HOST",
