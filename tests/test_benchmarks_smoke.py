@@ -123,8 +123,27 @@ def test_every_default_scenario_is_listed() -> None:
     names = [s.name for s in SCENARIOS.values() if s.default]
     assert sorted(names) == sorted([
         "store", "open", "contention", "herd", "demo", "scaling", "identity",
-        "fingerprint", "redis", "trees",
+        "fingerprint", "redis", "trees", "miss",
     ])  # fmt: skip
+
+
+def test_the_miss_benchmark_counts_calls_per_operation() -> None:
+    from benchmarks import bench_miss
+
+    # Without strace: the audit hook sees the floor's open and rename, once per write.
+    per_write = bench_miss._calls("floor miss", 10, False) - bench_miss._calls(
+        "floor miss", 5, False
+    )
+    assert per_write == 2 * 5
+    # A stepcache miss does more (its lock and fanout); a hit opens one file.
+    misses = bench_miss._calls("stepcache miss", 10, False) - bench_miss._calls(
+        "stepcache miss", 5, False
+    )
+    hits = bench_miss._calls("stepcache hit", 10, False) - bench_miss._calls(
+        "stepcache hit", 5, False
+    )
+    assert misses > per_write
+    assert hits == 5
 
 
 @pytest.mark.parametrize(

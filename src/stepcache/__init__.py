@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stepcache import _log
-from stepcache.cached import CachedDirStep, CachedStep, MissReport
+from stepcache.cached import CachedStep
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
     CompilerError,
@@ -28,21 +28,23 @@ from stepcache.errors import (
     UnsafeStoreError,
 )
 from stepcache.fingerprint import field, fingerprint, register_fingerprint
-from stepcache.identity import Toolchain, code_identity, toolchain
 from stepcache.step import Chain, FunctionStep, NamedSteps, Step, StepBase, chain, step
 from stepcache.stores._stats import MissRecord, Stats, StepStats
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.base import Store, VerifyResult, validate_key
 from stepcache.stores.directory.store import DirectoryStore
-from stepcache.stores.memory import MemoryStore
 from stepcache.stores.registry import open_store, register_backend, reset_registry
-from stepcache.stores.tiered import TieredStore
 
 # Each warning once per process, however many stores report it.
 _log.install()
 
 if TYPE_CHECKING:
+    from stepcache._dirstep import CachedDirStep
+    from stepcache.explain import MissReport
+    from stepcache.identity import Toolchain, code_identity, toolchain
+    from stepcache.stores.memory import MemoryStore
     from stepcache.stores.redis import RedisStore
+    from stepcache.stores.tiered import TieredStore
 
 __version__ = "0.1.0.dev0"
 
@@ -90,10 +92,30 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    # RedisStore imports redis-py: loaded on first use, keeping `import stepcache` light.
-    if name == "RedisStore":
-        from stepcache.stores.redis import RedisStore
+# Names a `CachedStep` over a directory store does not need: imported on first
+# use, so `import stepcache` stays light (RedisStore would import redis-py).
+_LAZY = {
+    "CachedDirStep": "stepcache._dirstep",
+    "MemoryStore": "stepcache.stores.memory",
+    "MissReport": "stepcache.explain",
+    "RedisStore": "stepcache.stores.redis",
+    "TieredStore": "stepcache.stores.tiered",
+    "Toolchain": "stepcache.identity",
+    "code_identity": "stepcache.identity",
+    "toolchain": "stepcache.identity",
+}
 
-        return RedisStore
-    raise AttributeError(f"module 'stepcache' has no attribute {name!r}")
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stepcache' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

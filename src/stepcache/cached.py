@@ -12,17 +12,18 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import xxhash
 
-from stepcache.explain import MissReport, compare_to_nearest
-from stepcache.fingerprint import fingerprint, manifest
-from stepcache.fingerprint._manifest import leaf_entry
-from stepcache.identity import CodeIdentity, Toolchain, code_identity, code_modules
+from stepcache.fingerprint import fingerprint
 from stepcache.step import FunctionStep, StepBase
 from stepcache.stores.base import MISSING, Store
+
+if TYPE_CHECKING:
+    from stepcache._dirstep import CachedDirStep
+    from stepcache.explain import MissReport
+    from stepcache.identity import CodeIdentity, Toolchain
 
 __all__ = ["CachedDirStep", "CachedStep", "MissReport", "default_label"]
 
@@ -42,6 +43,16 @@ def step_name(step: Any) -> str:
     if isinstance(step, FunctionStep):
         return step.name
     return type(step).__qualname__
+
+
+def _add_parts(out: dict[str, str], prefix: str, value: Any, parts: Mapping[str, str]) -> None:
+    """Add a value's manifest ``parts`` under ``prefix`` (its whole digest if it has none)."""
+    from stepcache.fingerprint._manifest import leaf_entry
+
+    if not parts:
+        out[prefix] = leaf_entry(value)
+    for path, digest in parts.items():
+        out[f"{prefix}{'' if path.startswith('[') else '.'}{path}"] = digest
 
 
 class _EntryInfo(Mapping[str, Any]):
@@ -102,8 +113,10 @@ class CachedStep(StepBase):
         code: object = self.code
         if isinstance(code, str):  # a single module name is a common slip
             code = (code,)
-        # Checked now: a misspelled module would never re-key anything.
-        object.__setattr__(self, "code", code_modules(cast("tuple[str, ...]", code)))
+        if code:  # checked now: a misspelled module would never re-key anything
+            from stepcache.identity import code_modules
+
+            object.__setattr__(self, "code", code_modules(cast("tuple[str, ...]", code)))
         if not callable(self.step):
             raise TypeError(f"CachedStep needs a callable step, got {type(self.step).__name__}")
         if not isinstance(self.store, Store):
@@ -126,6 +139,10 @@ class CachedStep(StepBase):
     @cached_property
     def code_identities(self) -> tuple[CodeIdentity, ...]:
         """Identity of each module named in ``code`` (computed once per instance)."""
+        if not self.code:
+            return ()
+        from stepcache.identity import code_identity
+
         return tuple(code_identity(name) for name in self.code)
 
     def _identity(self) -> tuple[Any, ...]:
@@ -142,8 +159,13 @@ class CachedStep(StepBase):
         """The human-readable label recorded with the entry for ``inp``."""
         return (self.label or default_label)(inp)
 
-    def manifest_for(self, inp: Any) -> dict[str, str]:
-        """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
+    @cached_property
+    def _fixed_manifest(self) -> dict[str, str]:
+        # Version, code, toolchain and step are fixed per (frozen) instance:
+        # computed on the first write, not again for every entry.
+        from stepcache.fingerprint import manifest
+        from stepcache.fingerprint._manifest import leaf_entry
+
         out = {"version": leaf_entry(self.version)}
         for ident in self.code_identities:
             out[f"code[{ident.name}]"] = ident.digest[:16]
@@ -151,12 +173,15 @@ class CachedStep(StepBase):
                 out[f"code[{ident.name}]:{rel}"] = digest[:16]
         if self.toolchain is not None:
             out.update(self.toolchain.manifest())
-        for prefix, value, depth in (("step", self.step, 2), ("input", inp, 3)):
-            parts = manifest(value, depth=depth)
-            if not parts:
-                out[prefix] = leaf_entry(value)
-            for path, digest in parts.items():
-                out[f"{prefix}{'' if path.startswith('[') else '.'}{path}"] = digest
+        _add_parts(out, "step", self.step, manifest(self.step, depth=2))
+        return out
+
+    def manifest_for(self, inp: Any) -> dict[str, str]:
+        """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
+        from stepcache.fingerprint import manifest
+
+        out = dict(self._fixed_manifest)
+        _add_parts(out, "input", inp, manifest(inp, depth=3))
         return out
 
     def __call__(self, inp: Any, /) -> Any:
@@ -175,6 +200,8 @@ class CachedStep(StepBase):
         The nearest entry is the stored entry of the same step (preferring the
         same label) whose manifest differs in the fewest paths.
         """
+        from stepcache.explain import MissReport, compare_to_nearest
+
         key, label = self.key_for(inp), self.label_for(inp)
         # Verified, not just present: a damaged entry would miss on the next call.
         if self._present(key):
@@ -210,31 +237,16 @@ class CachedStep(StepBase):
         return dataclasses.replace(self, **own)
 
 
-@dataclasses.dataclass(frozen=True)
-class CachedDirStep(CachedStep):
-    """A :class:`CachedStep` for steps that return a new directory (a build tree).
+def __getattr__(name: str) -> object:
+    # The explanation side (MissReport and its helpers) and CachedDirStep are
+    # loaded on first use, so a process that needs neither does not build them;
+    # the names stay importable from here.
+    if name in ("MissReport", "compare_to_nearest", "describe_change"):
+        from stepcache.explain import MissReport
 
-    The directory is handed to the store with ``put_dir`` (moved there when
-    it is on the same filesystem) and later calls return the stored copy, via
-    single-flight :meth:`~stepcache.Store.get_or_compute_dir`: of many
-    processes building the same program at once, one compiles.
+        return MissReport
+    if name == "CachedDirStep":
+        from stepcache._dirstep import CachedDirStep
 
-    >>> import dataclasses, pathlib, tempfile, stepcache as sc
-    >>> @dataclasses.dataclass(frozen=True)
-    ... class Build(sc.StepBase):
-    ...     def __call__(self, name: str) -> pathlib.Path:
-    ...         out = pathlib.Path(tempfile.mkdtemp())
-    ...         _ = (out / f"lib{name}.so").write_bytes(b"ELF")
-    ...         return out
-    >>> build = sc.CachedDirStep(Build(), sc.DirectoryStore(tempfile.mkdtemp()))
-    >>> build("lap") == build("lap"), sorted(p.name for p in build("lap").iterdir())
-    (True, ['liblap.so'])
-    """
-
-    def _present(self, key: str) -> bool:
-        return self.store.get_dir(key, count=False) is not None
-
-    def __call__(self, inp: Any, /) -> Path:
-        return self.store.get_or_compute_dir(
-            self.key_for(inp), lambda: self.step(inp), timeout=self.timeout, info=self._info(inp)
-        )
+        return CachedDirStep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

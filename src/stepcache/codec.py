@@ -30,8 +30,6 @@ anything.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import pickle
 import struct
 import time
@@ -39,6 +37,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import xxhash
+
+from stepcache._record import Record
 
 __all__ = [
     "CODECS",
@@ -80,10 +80,10 @@ class CorruptEntry(Exception):
     """An entry failed verification; ``reason`` says which check."""
 
 
-@dataclasses.dataclass(frozen=True)
-class EntryHeader:
+class EntryHeader(Record):
     """What an entry says about itself, readable without decoding its payload."""
 
+    __slots__ = ("key", "codec", "created", "payload_bytes", "total_bytes", "signed", "info")  # noqa: RUF023
     key: str
     codec: str
     created: float
@@ -91,6 +91,19 @@ class EntryHeader:
     total_bytes: int
     signed: bool
     info: Mapping[str, Any]
+
+    def __init__(
+        self,
+        key: str,
+        codec: str,
+        created: float,
+        payload_bytes: int,
+        total_bytes: int,
+        signed: bool,
+        info: Mapping[str, Any],
+    ) -> None:
+        self._set(key=key, codec=codec, created=created, payload_bytes=payload_bytes,
+                  total_bytes=total_bytes, signed=signed, info=info)  # fmt: skip
 
     @property
     def step(self) -> str:
@@ -120,6 +133,8 @@ def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
     if codec == "pickle":
         return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if codec == "safe":
+        import json
+
         problem = ""
         try:
             data = json.dumps(value, separators=(",", ":"), allow_nan=False)
@@ -158,6 +173,8 @@ def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bo
     if codec_id == RAW:
         return bytes(payload)
     if codec_id == SAFE:
+        import json
+
         return json.loads(bytes(payload))
     if codec_id == TREE:
         return TreePayload(payload)
@@ -199,6 +216,8 @@ def pack_entry(
     created: float | None = None,
 ) -> bytes:
     """Return the entry blob for ``value`` under ``key``."""
+    import json  # here, not at the top: a process that only reads never needs it
+
     codec_id, payload = encode_value(value, codec)
     kb = key.encode("ascii")
     ib = json.dumps(dict(info or {}), separators=(",", ":"), sort_keys=True).encode()
@@ -247,6 +266,8 @@ def read_header(blob: bytes | memoryview, *, key: str | None = None) -> EntryHea
     entry_key = bytes(blob[PREFIX_SIZE : PREFIX_SIZE + klen]).decode("ascii", "replace")
     if key is not None and entry_key != key:
         raise CorruptEntry(f"entry is for key {entry_key!r}, not {key!r}")
+    import json
+
     try:
         info = json.loads(bytes(blob[PREFIX_SIZE + klen : end]))
     except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep

@@ -210,7 +210,7 @@ class MissExplanation:
         """A JSON-ready dict (used by ``stepcache explain --json`` and the pytest report)."""
         report = self.report
         return {
-            **dataclasses.asdict(self.miss),
+            **self.miss.as_dict(),
             "stored": self.stored,
             "nearest_key": None if report is None else report.nearest_key,
             "nearest_label": self.nearest_label,

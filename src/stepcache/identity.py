@@ -11,10 +11,12 @@ Sources are identified cheaply:
 * a distribution installed from a wheel by the file hashes its ``RECORD``
   lists (no source file is read);
 * an editable install or a plain source tree by hashing its ``.py`` files,
-  memoised in-process and, across processes, in a small memo file keyed by
-  ``(path, size, mtime_ns)`` (like ccache's ``compiler_check=mtime``). Files
-  modified within the last two seconds are never memoised: their mtime could
-  still be shared by a second edit.
+  memoised in-process and, across processes, in a memo file per tree that
+  records each file's size, mtime, ctime and inode and each directory's
+  mtime, like git's index: when none changed, the recorded digest is used
+  without listing a directory or reading a file (:mod:`stepcache._srctree`).
+  Stamps younger than two seconds are never trusted: a second edit could
+  still share them.
 """
 
 from __future__ import annotations
@@ -25,13 +27,13 @@ import json
 import os
 import sys
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import xxhash
 
+from stepcache._srctree import tree_digests
 from stepcache.errors import CompilerError
 
 __all__ = [
@@ -43,10 +45,7 @@ __all__ = [
     "toolchain",
 ]
 
-_RACY_NS = 2_000_000_000  # a file modified this recently may change again within its mtime tick
 _lock = threading.Lock()
-# path -> [size, mtime_ns, digest]; dict operations are atomic, so threads may share it.
-_file_memo: dict[str, list[Any]] = {}
 _version_memo: dict[tuple[str, int, int], str] = {}
 
 
@@ -93,10 +92,13 @@ class CodeIdentity:
 
 
 def _site_dirs() -> tuple[str, ...]:
-    import sysconfig
-
-    paths = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
-    paths.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    # From sys.path and the site module, not sysconfig: importing sysconfig
+    # costs more than the rest of an identity (a wheel's files are importable
+    # only through one of these directories).
+    paths = {p for p in sys.path if p.endswith(("site-packages", "dist-packages"))}
+    site = sys.modules.get("site")
+    if site is not None and hasattr(site, "getsitepackages"):
+        paths.update(site.getsitepackages())
     return tuple(sorted(paths))
 
 
@@ -125,56 +127,6 @@ def _record_lines(name: str, origin: Path) -> list[str] | None:
                 return None
             return sorted(lines)
     return None
-
-
-def _tree_files(root: str) -> list[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of each ``.py`` file under ``root``; one scandir and stat each."""
-    out = []
-    stack = [root]
-    while stack:
-        with os.scandir(stack.pop()) as it:
-            for entry in it:
-                name = entry.name
-                if name.endswith(".py"):
-                    st = entry.stat()
-                    out.append((entry.path, st.st_size, st.st_mtime_ns))
-                elif (
-                    name != "__pycache__"
-                    and not name.startswith(".")
-                    and entry.is_dir(follow_symlinks=False)
-                ):
-                    stack.append(entry.path)
-    return out
-
-
-def _hash_files(root: str, files: list[tuple[str, int, int]]) -> list[tuple[str, str]]:
-    """(path relative to ``root``'s parent, digest) of each file, memoised by size and mtime.
-
-    This runs on every fresh process for every declared package, so it does
-    one stat per file and no per-file path arithmetic beyond a slice.
-    """
-    memo_name = f"code-{xxhash.xxh3_64_hexdigest(root.encode())}.json"
-    disk = _load_memo(memo_name)
-    cut = len(os.path.dirname(root)) + 1
-    trusted_before = time.time_ns() - _RACY_NS
-    fresh: dict[str, list[Any]] = {}
-    out: list[tuple[str, str]] = []
-    for path, size, mtime in files:
-        rel = path[cut:]
-        hit = _file_memo.get(path) or disk.get(rel)
-        if hit is not None and hit[0] == size and hit[1] == mtime:
-            digest = str(hit[2])
-        else:
-            with open(path, "rb") as fh:
-                digest = xxhash.xxh3_128_hexdigest(fh.read())
-        if mtime < trusted_before:
-            _file_memo[path] = [size, mtime, digest]
-            fresh[rel] = [size, mtime, digest]
-        out.append((rel.replace(os.sep, "/"), digest))
-    if fresh != disk:
-        _save_memo(memo_name, fresh)
-    out.sort()
-    return out
 
 
 _found: set[str] = set()
@@ -246,14 +198,13 @@ def code_identity(name: str) -> CodeIdentity:
     if record is not None:
         digest = xxhash.xxh3_128_hexdigest("\n".join(record).encode())
         return CodeIdentity(name, digest, "record")
-    files: list[tuple[str, str]] = []
-    for root in map(str, roots):
-        if os.path.isdir(root):
-            files += _hash_files(root, _tree_files(root))
-        else:
-            st = os.stat(root)
-            files += _hash_files(root, [(root, st.st_size, st.st_mtime_ns)])
-    digest = xxhash.xxh3_128_hexdigest(json.dumps(files).encode())
+    memo_dir = str(memo_directory())
+    parts = [tree_digests(root, memo_dir) for root in map(str, roots)]
+    files = [item for listing, _ in parts for item in listing]
+    # One root (the usual case): its memo already holds the digest of its listing.
+    digest = (
+        parts[0][1] if len(parts) == 1 else xxhash.xxh3_128_hexdigest(json.dumps(files).encode())
+    )
     return CodeIdentity(name, digest, "files", tuple(files))
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import stepcache.stores.artifacts  # noqa: F401 - loaded on first tree use: before the uid changes
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores.directory import DirectoryStore
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import sys
 from typing import Any
@@ -82,7 +81,7 @@ def prune(
     with _render.progress("pruning", enabled=not as_json) as update:
         counter = _render.counting(update, lambda: len(store))
         result = run(max_size, max_age, progress=counter, **extra)
-    doc = {"dry_run": dry_run, **dataclasses.asdict(result)}
+    doc = {"dry_run": dry_run, **result.as_dict()}
     if as_json:
         _render.emit_json(doc)
         return

@@ -59,12 +59,14 @@ True
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stepcache.fingerprint._encode import fingerprint
-from stepcache.fingerprint._manifest import diff_manifests, manifest
 from stepcache.fingerprint._registry import register_fingerprint
 from stepcache.fingerprint._resolve import METADATA_KEY
+
+if TYPE_CHECKING:
+    from stepcache.fingerprint._manifest import diff_manifests, manifest
 
 __all__ = [
     "diff_manifests",
@@ -98,3 +100,12 @@ def field(*, fingerprint: bool = True, **kwargs: Any) -> Any:
         metadata[METADATA_KEY] = False
         kwargs["metadata"] = metadata
     return dataclasses.field(**kwargs)
+
+
+def __getattr__(name: str) -> object:
+    # Manifests serve explanations only: loaded on first use, not with every key.
+    if name in ("diff_manifests", "manifest"):
+        from stepcache.fingerprint import _manifest
+
+        return getattr(_manifest, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,13 +12,13 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, Final, TypeVar
 
 from stepcache import codec
 from stepcache.errors import ReadOnlyStoreError, StoreUnavailableError
-from stepcache.stores import artifacts
 from stepcache.stores._flight import Flights
 from stepcache.stores._keys import KEY_RE, MISSING, validate_key
 from stepcache.stores._stats import Counters, Stats
@@ -370,7 +370,9 @@ class StoreCore(MutableMapping[str, Any]):
         self.closed = True
         with contextlib.suppress(OSError):
             self.backend.close()
-        scratch = artifacts.scratch_dir(create=False)
+        # Only a process that unpacked trees has them loaded (and a scratch directory).
+        artifacts = sys.modules.get("stepcache.stores.artifacts")
+        scratch = None if artifacts is None else artifacts.scratch_dir(create=False)
         if scratch is not None:
             shutil.rmtree(scratch / f"{id(self):x}", ignore_errors=True)
 

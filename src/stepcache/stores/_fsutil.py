@@ -23,13 +23,14 @@ trees enter the same way (:mod:`stepcache.stores.directory.trees`). Modes are
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shutil
 import stat
 import time
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from stepcache.stores.directory.beneath import (
     DIR_FLAGS,
@@ -42,7 +43,9 @@ from stepcache.stores.directory.beneath import (
     rename_beneath,
     rmtree_at,
 )
-from stepcache.stores.directory.trees import TreeModes, adopt_tree, copy_into
+
+if TYPE_CHECKING:
+    from stepcache.stores._dirfds import DirFds
 
 __all__ = [
     "HOST",
@@ -53,6 +56,7 @@ __all__ = [
     "owner_is_dead",
     "parse_owner",
     "pid_alive",
+    "publish",
     "publish_dir",
     "sweep_temp",
     "temp_name",
@@ -61,18 +65,38 @@ __all__ = [
 ]
 
 #: this host's name, reduced to characters safe in a file name
-HOST: Final = re.sub(r"[^A-Za-z0-9._]", "_", os.uname().nodename or "localhost")[:64]
+_SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._")
+# (Not a regex: nothing is compiled at import.)
+HOST: Final = "".join(c if c in _SAFE else "_" for c in os.uname().nodename or "localhost")[:64]
 
-_TEMP_RE: Final = re.compile(r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?")
+_TEMP_PATTERN: Final = r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?"
+
+
+class _Names:
+    """Per-process state of temp names: the pid and a random prefix, renewed in a forked child."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.pid = os.getpid()
+        # Random per process, counted per name: no getpid or getrandom per write,
+        # and names nobody can predict to plant a file under one.
+        self.prefix = f"{HOST}-{self.pid}-{os.urandom(4).hex()}"
+        self.serial = itertools.count()
+
+
+_names = _Names()
 
 
 def temp_name(suffix: str = ".tmp") -> str:
-    """A fresh temp file name ``<host>-<pid>-<random><suffix>``.
+    """A fresh temp file name ``<host>-<pid>-<hex><suffix>``, unique in this process.
 
     >>> parse_owner(temp_name()) == (HOST, os.getpid())
     True
     """
-    return f"{HOST}-{os.getpid()}-{os.urandom(6).hex()}{suffix}"
+    return f"{_names.prefix}{next(_names.serial):x}{suffix}"
 
 
 def parse_owner(name: str) -> tuple[str, int] | None:
@@ -81,7 +105,7 @@ def parse_owner(name: str) -> tuple[str, int] | None:
     >>> parse_owner("build-host-4242-00ff.tmp")
     ('build-host', 4242)
     """
-    m = _TEMP_RE.fullmatch(name)
+    m = re.fullmatch(_TEMP_PATTERN, name)  # re caches the compiled pattern
     return (m["host"], int(m["pid"])) if m else None
 
 
@@ -148,26 +172,38 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_atomic(path: str, data: bytes, tmp_dir: str, *, durable: bool = False) -> None:
+def write_atomic(
+    path: str, data: bytes, tmp_dir: str, *, durable: bool = False, fds: DirFds | None = None
+) -> None:
     """Publish ``data`` at ``path``: write a temp file in ``tmp_dir``, then rename it over.
 
     The parent of ``path`` and ``tmp_dir`` are created on demand. Below the
     deepest directory holding both (a store's root) no symlink is followed
     (see :func:`~stepcache.stores.directory.beneath.open_dir`): a symlink planted in a
     cache never redirects the write. ``durable=True`` fsyncs the file before
-    the rename and the directory after.
+    the rename and the directory after. ``fds``, a store's kept descriptors
+    of its top directories, saves re-opening them (and ``tmp_dir``).
     """
     parent, name = os.path.split(path)
+    if fds is not None and fds.publish(parent, name, data, tmp_dir, durable):
+        return
     dest_fd, tmp_fd = open_pair(parent, tmp_dir, durable=durable)
     try:
-        _publish(data, tmp_fd, dest_fd, name, durable)
+        publish(data, tmp_fd, dest_fd, name, durable)
     finally:
         os.close(tmp_fd)
         os.close(dest_fd)
 
 
-def _publish(data: bytes, tmp_fd: int, dest_fd: int, name: str, durable: bool) -> None:
-    group = is_group_dir(os.fstat(tmp_fd).st_mode)
+def publish(
+    data: bytes, tmp_fd: int, dest_fd: int, name: str, durable: bool, group: bool | None = None
+) -> None:
+    """Write ``data`` to a new temp file in ``tmp_fd``, then rename it to ``name`` in ``dest_fd``.
+
+    ``group``: whether ``tmp_fd`` is a group directory (looked up if ``None``).
+    """
+    if group is None:
+        group = is_group_dir(os.fstat(tmp_fd).st_mode)
     while True:
         tmp = temp_name()
         try:
@@ -207,6 +243,8 @@ def copy_tree(
     symlink never receives it; in a group directory the tree is the group's
     (directories 2770, files 0660, or 0770 if executable).
     """
+    from stepcache.stores.directory.trees import TreeModes, adopt_tree, copy_into
+
     if not src.is_dir() or src.is_symlink():
         raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
     tmp_fd = open_leaf(tmp_dir, create=True, durable=durable)
@@ -243,15 +281,17 @@ def _rename_in(src: Path, tmp_fd: int, name: str) -> bool:
     return True
 
 
-def publish_dir(tmp: str, dest: str, *, durable: bool = False) -> bool:
+def publish_dir(tmp: str, dest: str, *, durable: bool = False, fds: DirFds | None = None) -> bool:
     """Rename the complete temp directory ``tmp`` to ``dest``; ``False`` if ``dest`` exists.
 
     The first directory published under a name stays: a reader may be using
     it, so it is never replaced in place. The temp copy is removed then.
     (With ``durable``, :func:`copy_tree` already made the tree itself durable.)
+    ``fds``: as for :func:`write_atomic`.
     """
     try:
-        rename_beneath(tmp, dest, durable=durable)
+        if fds is None or not fds.rename(tmp, dest, durable):
+            rename_beneath(tmp, dest, durable=durable)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
         if os.path.isdir(dest):

@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from stepcache._record import Record
+
 __all__ = ["Counters", "MissRecord", "Stats", "StepStats"]
 
 RECENT_MISSES = 50
 
 
-@dataclasses.dataclass(frozen=True)
-class StepStats:
+class StepStats(Record):
     """Hits, misses and writes of one step (by the step name in entries' info)."""
 
-    hits: int = 0
-    misses: int = 0
-    writes: int = 0
+    __slots__ = ("hits", "misses", "writes")
+    hits: int
+    misses: int
+    writes: int
+
+    def __init__(self, hits: int = 0, misses: int = 0, writes: int = 0) -> None:
+        self._set(hits=hits, misses=misses, writes=writes)
 
     def __add__(self, other: StepStats) -> StepStats:
         return StepStats(
@@ -28,21 +32,23 @@ class StepStats:
         )
 
 
-@dataclasses.dataclass(frozen=True)
-class MissRecord:
+class MissRecord(Record):
     """One miss: when, which step, which input label, and the key computed."""
 
+    __slots__ = ("time", "step", "label", "key")  # noqa: RUF023 - in field order
     time: float
     step: str
     label: str
     key: str
 
+    def __init__(self, time: float, step: str, label: str, key: str) -> None:
+        self._set(time=time, step=step, label=label, key=key)
+
 
 _COUNTS = ("hits", "misses", "writes", "errors", "evictions", "opens", "backfills", "remote_errors")
 
 
-@dataclasses.dataclass(frozen=True)
-class Stats:
+class Stats(Record):
     """What a store did and holds: the sum over every process that used it.
 
     ``entries`` and ``bytes`` describe the store now; the counters are summed
@@ -57,19 +63,42 @@ class Stats:
     (0, 1, 1, 1)
     """
 
-    hits: int = 0
-    misses: int = 0
-    writes: int = 0
-    errors: int = 0
-    evictions: int = 0
-    entries: int = 0
-    bytes: int = 0
-    opens: int = 0
-    backfills: int = 0
-    remote_errors: int = 0
-    processes: int = 0
-    steps: Mapping[str, StepStats] = dataclasses.field(default_factory=dict)
-    recent_misses: tuple[MissRecord, ...] = ()
+    __slots__ = (*_COUNTS[:5], "entries", "bytes", *_COUNTS[5:], "processes", "steps",
+                 "recent_misses")  # fmt: skip
+    hits: int
+    misses: int
+    writes: int
+    errors: int
+    evictions: int
+    entries: int
+    bytes: int
+    opens: int
+    backfills: int
+    remote_errors: int
+    processes: int
+    steps: Mapping[str, StepStats]
+    recent_misses: tuple[MissRecord, ...]
+
+    def __init__(
+        self,
+        hits: int = 0,
+        misses: int = 0,
+        writes: int = 0,
+        errors: int = 0,
+        evictions: int = 0,
+        entries: int = 0,
+        bytes: int = 0,
+        opens: int = 0,
+        backfills: int = 0,
+        remote_errors: int = 0,
+        processes: int = 0,
+        steps: Mapping[str, StepStats] | None = None,
+        recent_misses: tuple[MissRecord, ...] = (),
+    ) -> None:
+        self._set(hits=hits, misses=misses, writes=writes, errors=errors, evictions=evictions,
+                  entries=entries, bytes=bytes, opens=opens, backfills=backfills,
+                  remote_errors=remote_errors, processes=processes,
+                  steps={} if steps is None else steps, recent_misses=recent_misses)  # fmt: skip
 
     @property
     def hit_rate(self) -> float:
@@ -79,7 +108,9 @@ class Stats:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (used by ``stepcache stats --json``)."""
-        out = dataclasses.asdict(self)
+        out = self.as_dict()
+        out["steps"] = {name: st.as_dict() for name, st in self.steps.items()}
+        out["recent_misses"] = tuple(m.as_dict() for m in self.recent_misses)
         out["hit_rate"] = round(self.hit_rate, 4)
         return out
 

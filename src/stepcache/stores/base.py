@@ -9,7 +9,6 @@ single-flight ``get_or_compute``, artifact trees
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import shutil
@@ -19,8 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stepcache import codec
+from stepcache._record import Record
 from stepcache.errors import StoreUnavailableError
-from stepcache.stores import artifacts
 from stepcache.stores._core import (
     DEFAULT_LOCK_TIMEOUT,
     MISSING,
@@ -41,13 +40,16 @@ __all__ = [
 _T = TypeVar("_T")
 
 
-@dataclasses.dataclass(frozen=True)
-class VerifyResult:
+class VerifyResult(Record):
     """What :meth:`Store.verify` found: ``(key, reason)`` for every bad entry."""
 
+    __slots__ = ("checked", "corrupt", "repaired")
     checked: int
     corrupt: tuple[tuple[str, str], ...]
     repaired: int
+
+    def __init__(self, checked: int, corrupt: tuple[tuple[str, str], ...], repaired: int) -> None:
+        self._set(checked=checked, corrupt=corrupt, repaired=repaired)
 
     @property
     def ok(self) -> int:
@@ -248,6 +250,8 @@ class Store(StoreCore):
         self, key: str, src: Path, info: Mapping[str, Any] | None, *, move: bool
     ) -> Path | None:
         """Store ``src`` as the tree of ``key``; the stored copy, or None (counted) on failure."""
+        from stepcache.stores import artifacts
+
         if not src.is_dir():
             raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
         existing = self._find_dir(key)
@@ -294,10 +298,14 @@ class Store(StoreCore):
         return found
 
     def _scratch(self, key: str) -> Path:
+        from stepcache.stores import artifacts
+
         return artifacts.scratch_dir() / f"{id(self):x}" / key
 
     def _find_dir(self, key: str) -> Path | None:
         """The verified tree of ``key``, uncounted; a damaged one is discarded."""
+        from stepcache.stores import artifacts
+
         found = self._read(key)
         if found is None or not isinstance(found[1], codec.TreePayload):
             return None  # absent, damaged (discarded), or a value / an older format's entry
@@ -361,6 +369,8 @@ class Store(StoreCore):
 
     def _check(self, key: str) -> str | None:
         """What is wrong with the entry of ``key`` (and its tree), or ``None``."""
+        from stepcache.stores import artifacts
+
         try:
             blob = self.backend.load(key)
             if blob is None:

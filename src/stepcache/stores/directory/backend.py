@@ -21,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from stepcache import codec
 from stepcache.stores import _fsutil
+from stepcache.stores._dirfds import DirFds
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores._stats import Counters
 from stepcache.stores.backend import Backend, EntryStat
@@ -90,6 +92,8 @@ class DirectoryBackend(Backend):
         #: ``warn(topic, message, *args)`` reports a degraded condition (the store logs it once)
         self.warn: Callable[..., None] = warn or (lambda topic, message, *args: None)
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
+        self._fds = DirFds()  # v1/ and tmp/, opened by the first write
+        weakref.finalize(self, self._fds.close)
         trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
         self.locks = KeyLocks(
             f"{root}/leases",
@@ -133,7 +137,7 @@ class DirectoryBackend(Backend):
             return None
 
     def save(self, key: str, blob: bytes) -> None:
-        _fsutil.write_atomic(self.path(key), blob, self._tmp, durable=self.durable)
+        _fsutil.write_atomic(self.path(key), blob, self._tmp, durable=self.durable, fds=self._fds)
         self._wrote(key, len(blob))
 
     def remove(self, key: str) -> bool:
@@ -156,6 +160,10 @@ class DirectoryBackend(Backend):
             if it.has_entry:
                 yield EntryStat(it.key, it.size, it.mtime)
 
+    def close(self) -> None:
+        """Close the kept directory descriptors."""
+        self._fds.close()
+
     def lock(self, key: str, deadline: float) -> contextlib.AbstractContextManager[bool]:
         return self.locks.hold(key, deadline)
 
@@ -164,7 +172,7 @@ class DirectoryBackend(Backend):
         """Copy (or with ``move``, rename) ``src`` into ``tmp/``, then publish it by one rename."""
         dest = self.path(key) + ".d"
         tmp, _, nbytes = _fsutil.copy_tree(src, self._tmp, durable=self.durable, move=move)
-        if not _fsutil.publish_dir(tmp, dest, durable=self.durable):
+        if not _fsutil.publish_dir(tmp, dest, durable=self.durable, fds=self._fds):
             return Path(dest)  # another writer published first: theirs stays
         self._wrote(key, nbytes)
         return Path(dest)

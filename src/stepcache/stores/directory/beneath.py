@@ -30,6 +30,7 @@ __all__ = [
     "DIR_FLAGS",
     "NEW_FILE",
     "common_dir",
+    "descend",
     "is_group_dir",
     "open_dir",
     "open_leaf",
@@ -114,6 +115,11 @@ def open_pair(a: str, b: str, *, durable: bool = False) -> tuple[int, int]:
             raise
     finally:
         os.close(base)
+
+
+def descend(base: int, anchor: str, rel: str, *, create: bool, durable: bool = False) -> int:
+    """A new fd of directory ``rel`` below open directory ``base`` (``anchor``): see open_dir."""
+    return _descend(base, anchor, rel, create, durable)
 
 
 def _descend(base: int, anchor: str, rel: str, create: bool, durable: bool) -> int:

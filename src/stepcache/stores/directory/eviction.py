@@ -8,7 +8,6 @@ the policies can be read and tuned on their own.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import random
 import stat
@@ -17,6 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final
 
+from stepcache._record import Record
 from stepcache.stores import _fsutil
 from stepcache.stores._keys import KEY_RE
 
@@ -56,26 +56,35 @@ def iter_keys(v1: str) -> Iterator[str]:
                             yield name
 
 
-@dataclasses.dataclass(frozen=True)
-class PruneResult:
+class PruneResult(Record):
     """What :meth:`DirectoryStore.prune` did and what is left."""
 
+    __slots__ = ("removed", "freed", "swept", "entries", "bytes")  # noqa: RUF023 - field order
     removed: int  #: entries evicted (too old, or least recently used over the size budget)
     freed: int  #: bytes of the evicted entries and their artifact directories
     swept: int  #: leftovers removed: temp files, orphan directories, stale locks, stats files
     entries: int  #: entries left
     bytes: int  #: bytes left
 
+    def __init__(self, removed: int, freed: int, swept: int, entries: int, bytes: int) -> None:
+        self._set(removed=removed, freed=freed, swept=swept, entries=entries, bytes=bytes)
 
-@dataclasses.dataclass
+
 class Item:
     """One key found in the tree: its entry file, its artifact directory, or both."""
 
-    key: str
-    mtime: float = 0.0  #: of the entry (refreshed on use), else of the orphan directory
-    size: int = 0  #: bytes of the entry plus its artifact directory
-    has_entry: bool = False
-    has_dir: bool = False
+    # A plain class, not a dataclass: building one costs a store's import time.
+    __slots__ = ("has_dir", "has_entry", "key", "mtime", "size")
+
+    def __init__(self, key: str, mtime: float = 0.0, size: int = 0) -> None:
+        self.key = key
+        self.mtime = mtime  #: of the entry (refreshed on use), else of the orphan directory
+        self.size = size  #: bytes of the entry plus its artifact directory
+        self.has_entry = False
+        self.has_dir = False
+
+    def __repr__(self) -> str:
+        return f"Item({self.key!r}, mtime={self.mtime}, size={self.size})"
 
 
 def scan(v1: str, tops: Iterable[str]) -> list[Item]:

@@ -1,0 +1,172 @@
+"""The code identity memo never misses an edit: each step runs in a fresh process.
+
+The memo serves an unchanged tree without listing a directory or reading a
+file; these tests check that every kind of change still reaches the digest:
+edits in place (same size, mtime set back), edits in the racy window,
+renames, a file renamed over another, deletions, added files and
+directories, and that a revert gives the old digest back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Prints the identity of `tree_pkg`, and how often the tree was walked again
+# (0: served from the memo). argv: source root, racy window in ns.
+CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import stepcache._srctree as srctree
+srctree.RACY_NS = int(sys.argv[2])
+walks = []
+rebuild = srctree._rebuild
+def counting(*args):
+    walks.append(1)
+    return rebuild(*args)
+srctree._rebuild = counting
+from stepcache.identity import code_identity
+ident = code_identity("tree_pkg")
+print(json.dumps({"digest": ident.digest, "files": dict(ident.files), "walks": len(walks)}))
+"""
+
+HOUR_AGO = time.time() - 3600
+
+
+def _age(*paths: Path) -> None:
+    for path in paths:
+        os.utime(path, (HOUR_AGO, HOUR_AGO))
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    pkg = tmp_path / "src" / "tree_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("A = 1\n")
+    (pkg / "b.py").write_text("B = 2\n")
+    (pkg / "sub" / "c.py").write_text("C = 3\n")
+    _age(*pkg.rglob("*.py"), pkg / "sub", pkg)
+    return pkg
+
+
+def identity(tree: Path, racy_ns: int = 0) -> dict[str, Any]:
+    """Identity of the tree in a fresh process; racy_ns=0 trusts every stamp recorded."""
+    env = {**os.environ, "STEPCACHE_MEMO_DIR": str(tree.parent.parent / "memo")}
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tree.parent), str(racy_ns)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
+
+
+def test_an_unchanged_tree_is_served_from_the_memo(tree: Path) -> None:
+    first = identity(tree)
+    assert first["walks"] == 1
+    assert sorted(first["files"]) == [
+        "tree_pkg/__init__.py",
+        "tree_pkg/a.py",
+        "tree_pkg/b.py",
+        "tree_pkg/sub/c.py",
+    ]
+    again = identity(tree)
+    assert again == {**first, "walks": 0}
+
+
+def test_an_edit_in_place_with_size_and_mtime_kept_is_seen(tree: Path) -> None:
+    first = identity(tree)
+    target = tree / "sub" / "c.py"
+    stamp = target.stat().st_mtime_ns
+    target.write_text("C = 4\n")  # same size, same directory entries
+    os.utime(target, ns=(stamp, stamp))  # and the old mtime: only ctime tells
+    edited = identity(tree)
+    assert edited["digest"] != first["digest"]
+    assert edited["files"]["tree_pkg/sub/c.py"] != first["files"]["tree_pkg/sub/c.py"]
+    assert edited["walks"] == 1
+
+
+def test_an_edit_in_the_racy_window_is_seen(tree: Path) -> None:
+    # Written and identified within the window: stamps are not trusted, so a
+    # second edit of the same size with the same mtime is still read.
+    target = tree / "a.py"
+    target.write_text("A = 5\n")
+    stamp = target.stat().st_mtime_ns
+    first = identity(tree, racy_ns=2_000_000_000)
+    target.write_text("A = 6\n")
+    os.utime(target, ns=(stamp, stamp))
+    second = identity(tree, racy_ns=2_000_000_000)
+    assert first["files"]["tree_pkg/a.py"] != second["files"]["tree_pkg/a.py"]
+    assert second["digest"] != first["digest"]
+
+
+def test_renames_are_seen(tree: Path) -> None:
+    first = identity(tree)
+    (tree / "a.py").rename(tree / "z.py")
+    renamed = identity(tree)
+    assert "tree_pkg/a.py" not in renamed["files"]
+    assert renamed["files"]["tree_pkg/z.py"] == first["files"]["tree_pkg/a.py"]
+    assert renamed["digest"] != first["digest"]
+
+
+def test_a_file_renamed_over_another_with_the_same_stamps_is_seen(tree: Path) -> None:
+    a, b = tree / "a.py", tree / "b.py"
+    stamp = a.stat().st_mtime_ns
+    os.utime(b, ns=(stamp, stamp))  # same size and mtime as a.py
+    _age(tree)
+    first = identity(tree)
+    os.replace(b, a)
+    replaced = identity(tree)
+    assert replaced["files"]["tree_pkg/a.py"] == first["files"]["tree_pkg/b.py"]
+    assert "tree_pkg/b.py" not in replaced["files"]
+
+
+def test_deleted_files_are_seen(tree: Path) -> None:
+    first = identity(tree)
+    (tree / "sub" / "c.py").unlink()
+    _age(tree / "sub")  # even with the directory's mtime set back
+    deleted = identity(tree)
+    assert "tree_pkg/sub/c.py" not in deleted["files"]
+    assert deleted["digest"] != first["digest"]
+
+
+def test_added_files_and_directories_are_seen(tree: Path) -> None:
+    first = identity(tree)
+    (tree / "sub" / "d.py").write_text("D = 1\n")
+    added = identity(tree)
+    assert added["files"]["tree_pkg/sub/d.py"]
+    (tree / "sub" / "deeper").mkdir()
+    (tree / "sub" / "deeper" / "e.py").write_text("E = 1\n")
+    deeper = identity(tree)
+    assert "tree_pkg/sub/deeper/e.py" in deeper["files"]
+    assert len({first["digest"], added["digest"], deeper["digest"]}) == 3
+
+
+def test_a_revert_gives_the_old_digest_back(tree: Path) -> None:
+    first = identity(tree)
+    target = tree / "b.py"
+    target.write_text("B = 22\n")
+    assert identity(tree)["digest"] != first["digest"]
+    target.write_text("B = 2\n")
+    assert identity(tree)["digest"] == first["digest"]
+
+
+def test_a_file_added_behind_a_restored_directory_mtime_is_seen(tree: Path) -> None:
+    first = identity(tree)
+    (tree / "f.py").write_text("F = 1\n")
+    _age(tree)  # the directory's mtime set back; its ctime cannot be
+    added = identity(tree)
+    assert "tree_pkg/f.py" in added["files"]
+    assert added["digest"] != first["digest"]

@@ -1,0 +1,106 @@
+"""A DirectoryStore keeps descriptors of ``v1/`` and ``tmp/``: fewer opens, same safety.
+
+After the first write, a write opens the two fanout levels and its temp
+file only; a store removed under its writer is re-created, and a symlink
+planted below the root, or a ``tmp/`` swapped for one, still never
+receives a write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import stepcache as sc
+
+SRC = str(Path(sc.__file__).resolve().parent.parent)
+
+# Counts the file system calls Python reports for 20 writes into one fanout
+# directory that exists already (the first write made the directories, the
+# second kept their descriptors).
+_COUNT = """
+import json, sys
+import stepcache as sc
+store = sc.DirectoryStore(sys.argv[1])
+store["abcd" + "0" * 28] = b"first"
+store["abcd" + "f" * 28] = b"second"
+counts = {}
+def hook(event, args):
+    if event in ("open", "os.mkdir", "os.rename"):
+        counts[event] = counts.get(event, 0) + 1
+sys.addaudithook(hook)
+for i in range(20):
+    store["abcd" + f"{i + 1:028x}"] = b"x" * 100
+print(json.dumps(counts))
+"""
+
+
+def test_a_write_opens_its_fanout_and_temp_file_only(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNT, str(tmp_path / "cache")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Per write: ab/, cd/ and the temp file; one rename; no directory made.
+    assert json.loads(proc.stdout) == {"open": 3 * 20, "os.rename": 20}
+
+
+def test_a_store_removed_under_its_writer_is_made_again(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    store = sc.DirectoryStore(root)
+    store["ab" * 16] = 1
+    store["ac" * 16] = 1  # its descriptors are kept now
+    shutil.rmtree(root)
+    store["cd" * 16] = 2  # the kept descriptors point at removed directories
+    store["ce" * 16] = 3  # and this one goes through the new ones
+    assert (store.get("cd" * 16), store.get("ce" * 16)) == (2, 3)
+    assert (root / "v1" / "ce" / "ce" / ("ce" * 16)).is_file()
+    assert store.stats().errors == 0
+
+
+def test_a_symlink_planted_in_the_fanout_after_a_write_is_refused(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    store = sc.DirectoryStore(root)
+    store["ab" * 16] = 1
+    fanout = root / "v1" / "ab" / "ab"
+    shutil.rmtree(fanout)
+    fanout.symlink_to(elsewhere, target_is_directory=True)
+    store["abab" + "1" * 28] = 2
+    assert list(elsewhere.iterdir()) == []
+    assert store.stats().errors == 1
+
+
+def test_a_tmp_swapped_for_a_symlink_after_a_write_receives_nothing(tmp_path: Path) -> None:
+    root, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    store = sc.DirectoryStore(root)
+    store["ab" * 16] = 1  # makes v1/ and tmp/
+    store["ac" * 16] = 1  # keeps their descriptors
+    (root / "tmp").rename(root / "tmp-old")
+    (root / "tmp").symlink_to(elsewhere, target_is_directory=True)
+    store["cd" * 16] = 2  # written through the kept tmp/, now tmp-old/
+    assert list(elsewhere.iterdir()) == []
+    assert store.get("cd" * 16) == 2
+    assert os.listdir(root / "tmp-old") == []
+
+
+def test_artifact_directories_are_published_through_the_kept_descriptors(tmp_path: Path) -> None:
+    store = sc.DirectoryStore(tmp_path / "cache")
+    store["ab" * 16] = 1
+    for n, key in enumerate(("cd" * 16, "ef" * 16)):
+        src = tmp_path / f"build{n}"
+        src.mkdir()
+        (src / "lib.so").write_bytes(b"ELF%d" % n)
+        assert (store.put_dir(key, src, move=True) / "lib.so").read_bytes() == b"ELF%d" % n
+        assert store.get_dir(key) == tmp_path / "cache" / "v1" / key[:2] / key[2:4] / (key + ".d")
+    assert os.listdir(tmp_path / "cache" / "tmp") == []

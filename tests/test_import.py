@@ -1,0 +1,135 @@
+"""``import stepcache`` stays light: which modules it loads, and that every public name works.
+
+Each check runs in a fresh interpreter, since this test process has long
+imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stepcache
+
+SRC = str(Path(stepcache.__file__).resolve().parent.parent)
+
+# What a CachedStep over a DirectoryStore needs, and nothing else.
+EXPECTED = {
+    "stepcache",
+    "stepcache._log",
+    "stepcache._record",
+    "stepcache.cached",
+    "stepcache.codec",
+    "stepcache.errors",
+    "stepcache.fingerprint",
+    "stepcache.fingerprint._encode",
+    "stepcache.fingerprint._functions",
+    "stepcache.fingerprint._handlers",
+    "stepcache.fingerprint._numpy",
+    "stepcache.fingerprint._registry",
+    "stepcache.fingerprint._resolve",
+    "stepcache.fingerprint._tokens",
+    "stepcache.step",
+    "stepcache.stores",
+    "stepcache.stores._core",
+    "stepcache.stores._dirfds",
+    "stepcache.stores._flight",
+    "stepcache.stores._fsutil",
+    "stepcache.stores._keys",
+    "stepcache.stores._locks",
+    "stepcache.stores._stats",
+    "stepcache.stores.backend",
+    "stepcache.stores.base",
+    "stepcache.stores.directory",
+    "stepcache.stores.directory.backend",
+    "stepcache.stores.directory.beneath",
+    "stepcache.stores.directory.entryfile",
+    "stepcache.stores.directory.eviction",
+    "stepcache.stores.directory.statsfiles",
+    "stepcache.stores.directory.store",
+    "stepcache.stores.directory.trust",
+    "stepcache.stores.registry",
+}
+
+# Third-party and heavy modules that only some uses need.
+FORBIDDEN = [
+    "boto3",
+    "click",
+    "hypothesis",
+    "numpy",
+    "obstore",
+    "platformdirs",
+    "redis",
+    "rich",
+    "zstandard",
+    "hmac",
+    "sysconfig",
+]
+
+
+def _fresh(code: str) -> str:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _modules_after(code: str) -> set[str]:
+    listing = "import json, sys; print(json.dumps(sorted(sys.modules)))"
+    return set(json.loads(_fresh(f"{code}\n{listing}")))
+
+
+def test_import_loads_exactly_the_directory_store_path() -> None:
+    loaded = _modules_after("import stepcache")
+    assert {m for m in loaded if m.startswith("stepcache")} == EXPECTED
+    tops = {m.partition(".")[0] for m in loaded} | loaded
+    assert sorted(m for m in FORBIDDEN if m in tops) == []
+
+
+def test_a_hit_in_a_fresh_process_loads_nothing_more(tmp_path: Path) -> None:
+    store = stepcache.DirectoryStore(tmp_path)
+    step = stepcache.CachedStep(stepcache.step(str.upper), store)
+    assert step("abc") == "ABC"
+    code = (
+        "import stepcache as sc\n"
+        f"store = sc.DirectoryStore({str(tmp_path)!r})\n"
+        "assert sc.CachedStep(sc.step(str.upper), store)('abc') == 'ABC'\n"
+        "assert store.stats().hits == 1\n"
+    )
+    loaded = _modules_after(code)
+    assert {m for m in loaded if m.startswith("stepcache")} == EXPECTED
+
+
+@pytest.mark.parametrize("name", stepcache.__all__)
+def test_every_public_name_resolves(name: str) -> None:
+    assert getattr(stepcache, name) is not None
+    assert name in dir(stepcache)
+
+
+def test_every_public_name_imports_in_a_fresh_process() -> None:
+    # RedisStore needs redis-py, an extra: checked where the Redis tests run.
+    names = ", ".join(n for n in stepcache.__all__ if n != "RedisStore")
+    code = (
+        "import stepcache, sys\n"
+        "print(sorted(set(stepcache.__all__) - set(dir(stepcache))))\n"
+        f"from stepcache import {names}\n"
+        "print('redis' in sys.modules, MissReport.__name__, Toolchain.__name__)\n"
+    )
+    assert _fresh(code).splitlines() == ["[]", "False MissReport Toolchain"]
+
+
+def test_unknown_names_still_raise() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        stepcache.Nope  # noqa: B018
