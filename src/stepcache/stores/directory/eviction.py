@@ -14,11 +14,12 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import ClassVar, Final
 
 from stepcache.stores import _fsutil
 from stepcache.stores._keys import KEY_RE
+from stepcache.stores.directory.sweep import signature
 
 __all__ = ["Cleaner", "Item", "PruneResult", "hex_names", "iter_keys", "plan_eviction", "scan"]
 
@@ -51,7 +52,9 @@ class PruneResult:
 
     removed: int  #: entries evicted (too old, or least recently used over the size budget)
     freed: int  #: bytes of the evicted entries and their artifact directories
-    swept: int  #: leftovers removed: temp files, orphan directories, stale locks, stats files
+    #: leftovers removed: temp files, orphan directories, stale locks, stats files, and
+    #: entries readers on a shared filesystem found damaged (checked again first)
+    swept: int
     entries: int  #: entries left
     bytes: int  #: bytes left
 
@@ -65,6 +68,12 @@ class Item:
     size: int = 0  #: bytes of the entry plus its artifact directory
     has_entry: bool = False
     has_dir: bool = False
+    #: of the artifact directory, for telling an orphan from a put_dir in progress
+    dir_sig: list[int] = dataclasses.field(default_factory=list)
+
+    def dir_path(self) -> str:
+        """The artifact directory's path relative to the store root."""
+        return f"v1/{self.key[:2]}/{self.key[2:4]}/{self.key}.d"
 
 
 def scan(v1: str, tops: Iterable[str]) -> list[Item]:
@@ -93,6 +102,7 @@ def _add(found: dict[str, Item], entry: os.DirEntry[str], prefix: str) -> None:
     item = found.get(key) or found.setdefault(key, Item(key))
     if key != name and stat.S_ISDIR(st.st_mode):
         item.has_dir = True
+        item.dir_sig = signature(st)
         item.size += _fsutil.tree_size(entry.path)
         if not item.has_entry:
             item.mtime = st.st_mtime
@@ -108,15 +118,17 @@ def plan_eviction(
     max_age: float | None,
     *,
     low_water: float,
-    orphan_after: float,
+    abandoned: Collection[str],
 ) -> tuple[list[Item], list[Item], int]:
     """Which items to evict, which orphan directories to remove, and the bytes left then.
 
     Evicted: entries unused for more than ``max_age``, then the least
     recently used until the rest fits in ``low_water * max_bytes`` (only if
-    it exceeds ``max_bytes``). An artifact directory without its entry older
-    than ``orphan_after`` is an orphan; a younger one is a ``put_dir`` about
-    to write its entry, so it counts towards the size but is left alone.
+    it exceeds ``max_bytes``). An artifact directory without its entry whose
+    path is in ``abandoned`` (seen unchanged for long, see
+    :mod:`~stepcache.stores.directory.sweep`) is an orphan; any other may be
+    a ``put_dir`` about to write its entry, so it counts towards the size
+    but is left alone.
     """
     now = time.time()
     evict: list[Item] = []
@@ -128,7 +140,7 @@ def plan_eviction(
             evict.append(it)
         elif it.has_entry:
             keep.append(it)
-        elif now - it.mtime > orphan_after:
+        elif it.dir_path() in abandoned:
             orphans.append(it)
         else:
             pinned += it.size
