@@ -175,14 +175,7 @@ class DirectoryStore(SharedFsStore):
             if progress is not None:
                 progress(len(found))
         if dry_run:
-            abandoned = backend.abandoned(items, "", dry_run=True)
-            evict, orphans, left = plan_eviction(
-                items, max_bytes, max_age, low_water=1.0, abandoned=abandoned
-            )
-            temps = backend.sweep(dry_run=True)
-            entries = sum(it.has_entry for it in items) - len(evict)
-            freed = sum(it.size for it in evict)
-            return PruneResult(len(evict), freed, len(orphans) + temps, entries, left)
+            return self._would_prune(items, max_bytes, max_age)
         evicted, freed, _, swept = backend.enforce(
             items, max_bytes, max_age, low_water=1.0, scope=""
         )
@@ -190,6 +183,19 @@ class DirectoryStore(SharedFsStore):
         swept += archive_stats(f"{backend.root}/stats", f"{backend.root}/tmp", backend.locks)
         entries, nbytes = self._usage()
         return PruneResult(evicted, freed, swept, entries, nbytes)
+
+    def _would_prune(
+        self, items: list[Item], max_bytes: int | None, max_age: float | None
+    ) -> PruneResult:
+        """What :meth:`prune` would do to ``items``, with nothing removed or recorded."""
+        abandoned = self.backend.abandoned(items, "", dry_run=True)
+        evict, orphans, left = plan_eviction(
+            items, max_bytes, max_age, low_water=1.0, abandoned=abandoned
+        )
+        temps = self.backend.sweep(dry_run=True)
+        entries = sum(it.has_entry for it in items) - len(evict)
+        freed = sum(it.size for it in evict)
+        return PruneResult(len(evict), freed, len(orphans) + temps, entries, left)
 
     # -- statistics and lifecycle ------------------------------------------------
     def stats(self) -> Stats:
