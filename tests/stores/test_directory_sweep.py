@@ -122,11 +122,29 @@ def test_an_orphan_tree_is_removed_only_after_being_seen_unchanged(tmp_path: Pat
     orphan = Path(store.backend.path(key(2)) + ".d")
     orphan.mkdir(parents=True)
     os.utime(orphan, (MONTHS_AGO, MONTHS_AGO))
-    assert store.prune().swept == 0  # first sighting: maybe a put_dir at work
+    assert store.verify(repair=True).corrupt == ()  # first sighting: maybe a put_dir at work
     assert orphan.is_dir()
-    assert store.verify(repair=True).corrupt == ()  # a tree without its entry is no entry
     result = store.prune()
     assert (result.swept, orphan.exists()) == (1, False)
+    assert store[key(1)] == "kept"
+
+
+def test_verify_reports_and_repairs_an_orphan_tree_once_seen_unchanged(tmp_path: Path) -> None:
+    store = DirectoryStore(tmp_path / "cache", sweep_after=0)
+    store[key(1)] = "kept"
+    orphan = Path(store.backend.path(key(2)) + ".d")
+    orphan.mkdir(parents=True)
+    assert store.verify().corrupt == ()  # not seen before; and a check records nothing
+    assert store.verify().corrupt == ()
+    assert store.prune().swept == 0  # first sighting, recorded
+    result = store.verify()
+    assert (result.checked, result.corrupt) == (
+        2,
+        ((key(2), "artifact directory without an entry"),),
+    )
+    assert orphan.is_dir()  # checking removes nothing
+    result = store.verify(repair=True)
+    assert (result.repaired, orphan.exists()) == (1, False)
     assert store[key(1)] == "kept"
 
 

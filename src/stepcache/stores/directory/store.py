@@ -184,6 +184,36 @@ class DirectoryStore(SharedFsStore):
         entries, nbytes = self._usage()
         return PruneResult(evicted, freed, swept, entries, nbytes)
 
+    def verify(
+        self, *, repair: bool = False, progress: Callable[[int], None] | None = None
+    ) -> VerifyResult:
+        """As :meth:`Store.verify`, plus artifact directories whose entry never came.
+
+        A tree without its entry may be a ``put_dir`` in progress, so it is
+        reported (and with ``repair=True`` removed) only once this host's
+        sweeps have seen it unchanged for ``sweep_after`` seconds.
+
+        >>> import tempfile, stepcache as sc
+        >>> store = sc.DirectoryStore(tempfile.mkdtemp())
+        >>> store["ab" * 16] = [1, 2]
+        >>> result = store.verify()
+        >>> result.checked, result.corrupt
+        (1, ())
+        """
+        result = super().verify(repair=repair, progress=progress)
+        v1 = f"{self.backend.root}/v1"
+        items = [it for it in scan(v1, hex_names(v1)) if it.has_dir and not it.has_entry]
+        abandoned = self.backend.abandoned(items, "", dry_run=not repair)
+        orphans = sorted(it.key for it in items if it.dir_path() in abandoned)
+        repaired = sum(self._remove(key) for key in orphans) if repair else 0
+        if progress is not None and orphans:
+            progress(len(orphans))
+        return VerifyResult(
+            result.checked + len(orphans),
+            result.corrupt + tuple((k, "artifact directory without an entry") for k in orphans),
+            result.repaired + repaired,
+        )
+
     def _would_prune(
         self, items: list[Item], max_bytes: int | None, max_age: float | None
     ) -> PruneResult:
