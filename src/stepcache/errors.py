@@ -15,8 +15,6 @@
     │       ``put_dir`` could not store a tree (full disk, read-only, permission)
     ├── ReadOnlyStoreError(StepCacheError, PermissionError)
     │       a write to a store opened ``read_only=True``
-    ├── LockTimeoutError(StepCacheError, TimeoutError)
-    │       a per-key lock was not granted in time (only where asked to raise)
     └── CompilerError(StepCacheError, RuntimeError)
             an external compiler is missing or failed
 
@@ -39,7 +37,6 @@ from __future__ import annotations
 __all__ = [
     "CompilerError",
     "InvalidKeyError",
-    "LockTimeoutError",
     "ReadOnlyStoreError",
     "StepCacheError",
     "StoreUnavailableError",
@@ -126,10 +123,6 @@ class StoreWriteError(StepCacheError, OSError):
 
 class ReadOnlyStoreError(StepCacheError, PermissionError):
     """A write, delete or clear on a store opened with ``read_only=True``."""
-
-
-class LockTimeoutError(StepCacheError, TimeoutError):
-    """A per-key lock was not granted within the timeout."""
 
 
 class CompilerError(StepCacheError, RuntimeError):
