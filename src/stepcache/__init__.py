@@ -24,6 +24,7 @@ from stepcache.errors import (
     ReadOnlyStoreError,
     StepCacheError,
     StoreUnavailableError,
+    StoreWriteError,
     UnfingerprintableError,
     UnsafeStoreError,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "TieredStore",
     "Toolchain",
     "StoreUnavailableError",
+    "StoreWriteError",
     "UnfingerprintableError",
     "UnsafeStoreError",
     "VerifyResult",

@@ -11,6 +11,8 @@
     │   │   a store cannot be opened or reached at all
     │   └── UnsafeStoreError(StoreUnavailableError, PermissionError)
     │           a cache directory others could write to (owner, mode or symlinks)
+    ├── StoreWriteError(StepCacheError, OSError)
+    │       ``put_dir`` could not store a tree (full disk, read-only, permission)
     ├── ReadOnlyStoreError(StepCacheError, PermissionError)
     │       a write to a store opened ``read_only=True``
     └── CompilerError(StepCacheError, RuntimeError)
@@ -38,6 +40,7 @@ __all__ = [
     "ReadOnlyStoreError",
     "StepCacheError",
     "StoreUnavailableError",
+    "StoreWriteError",
     "UnfingerprintableError",
     "UnsafeStoreError",
 ]
@@ -84,6 +87,38 @@ class UnsafeStoreError(StoreUnavailableError, PermissionError):
     >>> issubclass(errors.UnsafeStoreError, (errors.StoreUnavailableError, PermissionError))
     True
     """
+
+
+class StoreWriteError(StepCacheError, OSError):
+    """``put_dir`` could not store a directory; nothing was stored under its key.
+
+    Raised rather than handing back the caller's own directory as if it were
+    the stored copy. The failure is also counted in ``stats().errors`` and
+    logged once. ``filename`` is where the tree is now: the source directory
+    (kept, or moved back after a failed ``move=True``), or the published
+    directory when only its entry could not be written; ``errno`` is the
+    cause's where known. ``get_or_compute_dir`` catches it and returns that
+    directory uncached.
+
+    >>> import stepcache as sc
+    >>> issubclass(sc.StoreWriteError, OSError)
+    True
+    """
+
+    @classmethod
+    def for_tree(cls, where: object, spec: str, cause: object) -> StoreWriteError:
+        """The error of a ``put_dir`` that stored nothing; the tree is at ``where``."""
+        exc = cls(
+            f"cannot store the directory {where} in {spec} ({cause or 'the write failed'}); "
+            f"nothing was stored, the tree is left at {where}"
+        )
+        exc.filename = str(where)
+        exc.errno = getattr(cause, "errno", None)
+        return exc
+
+    def __str__(self) -> str:
+        # The message alone: OSError would prefix "[Errno None] None" once filename is set.
+        return str(self.args[0]) if self.args else ""
 
 
 class ReadOnlyStoreError(StepCacheError, PermissionError):

@@ -81,8 +81,20 @@ def exercise_writes(store: DirectoryStore, tmp_path: Path) -> None:
     assert cached(3) == big_build(3)
     assert cached(3) == big_build(3)  # computed again: nothing could be stored
     src = make_src(tmp_path / "build", BIG)
-    with pytest.raises(OSError, match="cannot store"):
+    with pytest.raises(sc.StoreWriteError, match="cannot store") as raised:
         store.put_dir(key(4), src)  # not stored, and it says so: never src as if stored
+    assert raised.value.filename == str(src)
+    moved = make_src(tmp_path / "moved", BIG)
+    with pytest.raises(sc.StoreWriteError):
+        store.put_dir(key(5), moved, move=True)
+    assert (moved / "lib.so").stat().st_size == BIG + 4  # a failed move leaves the tree there
+
+    def build() -> Path:
+        return make_src(tmp_path / "built", BIG)
+
+    built = store.get_or_compute_dir(key(6), build)  # the step's result, though not stored
+    assert built == tmp_path / "built"
+    assert (built / "lib.so").stat().st_size == BIG + 4
     assert (src / "lib.so").stat().st_size == BIG + 4
 
 
@@ -97,7 +109,7 @@ def test_a_full_disk_fails_every_write_quietly(
         with caplog.at_level(logging.WARNING, logger="stepcache"):
             exercise_writes(store, tmp_path)
         assert store[key(9)] == "a small entry still fits"
-        assert store.stats().errors == 5  # set, get_or_compute, the step twice, put_dir
+        assert store.stats().errors == 7  # set, get_or_compute, the step twice, 3 trees
         assert len(write_warnings(caplog)) == 1
         assert "No space left" in write_warnings(caplog)[0]
         assert os.listdir(disk / "cache" / "tmp") == []  # partial temp files were removed
@@ -122,7 +134,7 @@ def test_an_injected_write_failure_is_counted_and_logged_once(
     monkeypatch.setattr(_fsutil, "copy_tree", fail)
     with caplog.at_level(logging.WARNING, logger="stepcache"):
         exercise_writes(store, tmp_path)
-    assert store.stats().errors == 5  # set, get_or_compute, the step twice, put_dir
+    assert store.stats().errors == 7  # set, get_or_compute, the step twice, 3 trees
     assert store.stats().writes == 0
     assert len(write_warnings(caplog)) == 1
     assert os.listdir(store.path / "tmp") == []  # no temp file left behind

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
+import stepcache as sc
 from stepcache.stores import _fsutil
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores.directory import DirectoryStore, statsfiles
 from stepcache.testing import key
 
 MONTHS_AGO = time.time() - 90 * 86400
-DEAD = f"{_fsutil.HOST}-999999-0"  # the stats file name of an exited process
+DEAD = f"{_fsutil.HOST}-999999-1-0"  # the stats file name of an exited process
 COUNTERS = {"hits": 1000, "misses": 0, "writes": 0, "errors": 0, "evictions": 0}
 
 
@@ -130,8 +131,9 @@ def test_a_tree_is_never_put_into_a_symlinked_temp_dir(
     (src / "lib.so").write_bytes(b"ELF")
     before = snapshot(outside)
     link(store.path / "tmp", outside)
-    with pytest.raises(OSError, match="cannot store"):
+    with pytest.raises(sc.StoreWriteError, match="cannot store") as raised:
         store.put_dir(key(1), src, move=move)  # not stored, and it says so
+    assert raised.value.filename == str(src)  # and the tree is still there
     assert (src / "lib.so").read_bytes() == b"ELF"
     assert store.stats().errors == 1
     assert snapshot(outside) == before

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
+import stepcache as sc
 from stepcache.errors import UnsafeStoreError
 from stepcache.stores import _fsutil
-from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory import DirectoryStore, sweep
 from stepcache.testing import key
 
 K = key(1)
@@ -44,7 +45,7 @@ def outside(tmp_path: Path) -> Path:
         "precious.txt": b"keep me",
         "poetry.lock": b"pinned",
         "old-notes.md": b"written long ago",
-        f"{_fsutil.HOST}-999999-00ff.tmp": b"looks like a stale temp file",
+        f"{_fsutil.HOST}-999999-1-00ff.tmp": b"looks like a stale temp file",
         f"{K[2:4]}/{K}": b"looks like an entry",
         f"{K[2:4]}/{K}.d/lib.so": b"looks like an artifact",
     }
@@ -102,7 +103,7 @@ def test_a_write_through_a_symlinked_fanout_fails_quietly_and_lands_nowhere(
     with caplog.at_level(logging.WARNING, logger="stepcache"):
         assert store.set(K, "value") is False
         assert store.get_or_compute(K, lambda: "computed") == "computed"
-        with pytest.raises(OSError, match="cannot store"):
+        with pytest.raises(sc.StoreWriteError, match="cannot store"):
             store.put_dir(K, src)  # not stored, and it says so
     assert snapshot(outside) == before
     assert store.stats().errors == 3  # set, get_or_compute, put_dir
@@ -118,8 +119,9 @@ def test_a_symlinked_temp_dir_gets_no_temp_files_and_no_sweep(
     replace_with_link(store.path / "tmp", outside)
     assert store.set(K, "value") is False
     assert store.stats().errors == 1
+    tmp = str(store.path / "tmp")
     with pytest.raises(OSError, match="symlink"):
-        _fsutil.sweep_temp(str(store.path / "tmp"), max_age=0)
+        sweep.sweep_temp(tmp, sweep.Observer(tmp, stale_after=0))
     with pytest.raises(UnsafeStoreError, match="tmp is a symlink"):
         store.prune()
     assert snapshot(outside) == before

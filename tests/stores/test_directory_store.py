@@ -229,17 +229,17 @@ def test_prune_sweeps_leftovers_of_dead_writers(tmp_path: Path) -> None:
     store[key(1)] = "kept"
     tmp = store.path / "tmp"
     pid = w.dead_pid()
-    (tmp / f"{_fsutil.HOST}-{pid}-00ff.tmp").write_bytes(b"half an entry")
-    (tmp / f"{_fsutil.HOST}-{pid}-0aff.dir").mkdir()
-    (tmp / f"{_fsutil.HOST}-{os.getpid()}-0bff.tmp").write_bytes(b"being written")
-    orphan = Path(store.backend.path(key(2)) + ".d")
-    orphan.mkdir(parents=True)
-    old = time.time() - 7200
-    os.utime(orphan, (old, old))
+    me = _fsutil.parse_owner(_fsutil.temp_name())
+    assert me is not None
+    (tmp / f"{_fsutil.HOST}-{pid}-{me.start}-00ff.tmp").write_bytes(b"half an entry")
+    (tmp / f"{_fsutil.HOST}-{pid}-{me.start}-0aff.dir").mkdir()
+    # This pid, but another start time: a dead process whose pid was reused.
+    (tmp / f"{_fsutil.HOST}-{me.pid}-{me.start + 1}-0cff.tmp").write_bytes(b"recycled")
+    live = _fsutil.temp_name()
+    (tmp / live).write_bytes(b"being written")
     result = store.prune()
     assert result.swept == 3
-    assert os.listdir(tmp) == [f"{_fsutil.HOST}-{os.getpid()}-0bff.tmp"]
-    assert not orphan.exists()
+    assert os.listdir(tmp) == [live]
     assert store[key(1)] == "kept"
     assert (result.removed, result.entries) == (0, 1)
 

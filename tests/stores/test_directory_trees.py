@@ -49,8 +49,8 @@ def test_a_stored_tree_is_private_keeps_its_files_times_and_executable_bits(
 def test_a_tree_of_an_old_build_is_not_taken_for_an_orphan(tmp_path: Path, move: bool) -> None:
     store = DirectoryStore(tmp_path / "cache")
     stored = store.put_dir(key(1), old_build(tmp_path / "build"), move=move)
-    # Between publishing a tree and writing its entry, only the tree's age tells a
-    # put_dir in progress from a leftover: a fresh tree must not be swept meanwhile.
+    # Between publishing a tree and writing its entry a put_dir is in progress: a
+    # tree without its entry goes only once sweeps saw it unchanged for sweep_after.
     assert stored.stat().st_mtime > HOURS_AGO + 3600
     os.unlink(store.backend.path(key(1)))
     assert store.prune().swept == 0

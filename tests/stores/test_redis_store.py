@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from stepcache import StoreUnavailableError, open_store
+from stepcache import StoreUnavailableError, StoreWriteError, open_store
 from stepcache.codec import pack_entry
 from stepcache.stores.redis import RedisStore
 from stepcache.testing import StoreContract
@@ -145,8 +145,9 @@ def test_directory_over_the_size_limit_is_not_stored_and_says_why(
     src.mkdir()
     (src / "big.so").write_bytes(bytes(50_000))
     store = RedisStore(redis_url, max_entry_bytes=10_000)
-    with pytest.raises(OSError, match="max_entry_bytes"):
+    with pytest.raises(StoreWriteError, match="max_entry_bytes") as raised:
         store.put_dir(key(1), src)
+    assert raised.value.filename == str(src)
     assert (src / "big.so").exists()
     assert store.get_dir(key(1)) is None
     assert store.stats().errors == 1

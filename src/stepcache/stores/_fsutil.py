@@ -3,8 +3,9 @@
 Every file a store publishes is written to a temp file in the store's
 ``tmp/`` directory (same filesystem), then renamed into place, so a reader
 sees the old file, the new file or none, never part of one. Temp names carry
-the writer's host and pid, so leftovers of a crashed writer can be told from
-files still being written and swept. ``fsync`` happens only when asked
+the writer's identity (host, pid, start time: :mod:`stepcache.stores._owner`),
+so leftovers of a crashed writer can be told from files still being written
+and swept (:mod:`stepcache.stores.directory.sweep`). ``fsync`` happens only when asked
 (``durable=True``): without it a crash can leave a torn entry, which fails
 its checksum and reads as a miss.
 
@@ -25,13 +26,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import re
 import shutil
 import stat
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
+from stepcache.stores._owner import HOST, owner_alive, owner_tag, parse_owner, pid_alive
 from stepcache.stores.directory.beneath import (
     DIR_FLAGS,
     NEW_FILE,
@@ -54,36 +54,28 @@ __all__ = [
     "fsync_dir",
     "make_dirs",
     "owner_is_dead",
+    "owner_tag",
     "parse_owner",
     "pid_alive",
     "publish",
     "publish_dir",
-    "sweep_temp",
     "temp_name",
     "tree_size",
     "write_atomic",
 ]
 
-#: this host's name, reduced to characters safe in a file name
-_SAFE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._")
-# (Not a regex: nothing is compiled at import.)
-HOST: Final = "".join(c if c in _SAFE else "_" for c in os.uname().nodename or "localhost")[:64]
-
-_TEMP_PATTERN: Final = r"(?P<host>.+)-(?P<pid>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?"
-
 
 class _Names:
-    """Per-process state of temp names: the pid and a random prefix, renewed in a forked child."""
+    """Per-process temp name prefix: the owner tag and a random part, renewed in a forked child."""
 
     def __init__(self) -> None:
         self.renew()
         os.register_at_fork(after_in_child=self.renew)
 
     def renew(self) -> None:
-        self.pid = os.getpid()
         # Random per process, counted per name: no getpid or getrandom per write,
         # and names nobody can predict to plant a file under one.
-        self.prefix = f"{HOST}-{self.pid}-{os.urandom(4).hex()}"
+        self.prefix = f"{owner_tag()}-{os.urandom(4).hex()}"
         self.serial = itertools.count()
 
 
@@ -91,45 +83,18 @@ _names = _Names()
 
 
 def temp_name(suffix: str = ".tmp") -> str:
-    """A fresh temp file name ``<host>-<pid>-<hex><suffix>``, unique in this process.
+    """A fresh temp file name ``<host>-<pid>-<start>-<random><suffix>`` (see :mod:`._owner`).
 
-    >>> parse_owner(temp_name()) == (HOST, os.getpid())
+    >>> parse_owner(temp_name()).pid == os.getpid()
     True
     """
     return f"{_names.prefix}{next(_names.serial):x}{suffix}"
 
 
-def parse_owner(name: str) -> tuple[str, int] | None:
-    """The (host, pid) encoded in a temp or stats file name, or ``None``.
-
-    >>> parse_owner("build-host-4242-00ff.tmp")
-    ('build-host', 4242)
-    """
-    m = re.fullmatch(_TEMP_PATTERN, name)  # re caches the compiled pattern
-    return (m["host"], int(m["pid"])) if m else None
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host is running (a zombie counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, belongs to someone else
-        return True
-    # A killed process stays a zombie until its parent reaps it; it holds
-    # nothing any more, so waiting for it would only delay a takeover.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
 def owner_is_dead(name: str) -> bool:
     """Whether the file ``name`` was made by a process of this host that has exited."""
     owner = parse_owner(name)
-    return owner is not None and owner[0] == HOST and not pid_alive(owner[1])
+    return owner is not None and owner_alive(owner) is False
 
 
 def make_dirs(path: str, *, durable: bool = False) -> None:
@@ -236,12 +201,13 @@ def copy_tree(
     """Copy (or with ``move=True``, move) directory ``src`` into a new temp directory.
 
     Returns (its path, files, bytes). Moving is one rename when ``src`` is on
-    the same filesystem as the store, else a copy followed by removing
-    ``src``. A tree holding anything but regular files and directories is
-    refused with :class:`ValueError`, and ``src`` is left where it was. The
-    copy is made through an fd of ``tmp_dir``, so a ``tmp/`` replaced by a
-    symlink never receives it; in a group directory the tree is the group's
-    (directories 2770, files 0660, or 0770 if executable).
+    the same filesystem as the store, else a copy (then ``src`` is still
+    there: the caller removes it once the copy is published). A tree holding
+    anything but regular files and directories is refused with
+    :class:`ValueError`, and ``src`` is left where it was. The copy is made
+    through an fd of ``tmp_dir``, so a ``tmp/`` replaced by a symlink never
+    receives it; in a group directory the tree is the group's (directories
+    2770, files 0660, or 0770 if executable).
     """
     from stepcache.stores.directory.trees import TreeModes, adopt_tree, copy_into
 
@@ -268,8 +234,6 @@ def copy_tree(
             raise
     finally:
         os.close(tmp_fd)
-    if move and not moved:
-        shutil.rmtree(src, ignore_errors=True)
     return os.path.join(tmp_dir, name), files, nbytes
 
 
@@ -281,21 +245,33 @@ def _rename_in(src: Path, tmp_fd: int, name: str) -> bool:
     return True
 
 
-def publish_dir(tmp: str, dest: str, *, durable: bool = False, fds: DirFds | None = None) -> bool:
+def publish_dir(
+    tmp: str,
+    dest: str,
+    *,
+    durable: bool = False,
+    restore: Path | None = None,
+    fds: DirFds | None = None,
+) -> bool:
     """Rename the complete temp directory ``tmp`` to ``dest``; ``False`` if ``dest`` exists.
 
     The first directory published under a name stays: a reader may be using
-    it, so it is never replaced in place. The temp copy is removed then.
-    (With ``durable``, :func:`copy_tree` already made the tree itself durable.)
-    ``fds``: as for :func:`write_atomic`.
+    it, so it is never replaced in place. The temp copy is removed then. If
+    publishing fails, a tree moved in from ``restore`` (no longer there) is
+    moved back rather than lost. (With ``durable``, :func:`copy_tree`
+    already made the tree itself durable.) ``fds``: as for :func:`write_atomic`.
     """
     try:
         if fds is None or not fds.rename(tmp, dest, durable):
             rename_beneath(tmp, dest, durable=durable)
     except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
         if os.path.isdir(dest):
+            shutil.rmtree(tmp, ignore_errors=True)
             return False
+        if restore is not None and not os.path.lexists(restore):
+            with contextlib.suppress(OSError):
+                os.rename(tmp, restore)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True
 
@@ -343,47 +319,3 @@ def tree_size(path: str) -> int:
             with contextlib.suppress(OSError):
                 total += os.lstat(os.path.join(here, name)).st_size
     return total
-
-
-def sweep_temp(
-    tmp_dir: str, *, max_age: float = 3600.0, now: float | None = None, dry_run: bool = False
-) -> int:
-    """Remove temp files and directories whose writer died, or older than ``max_age``.
-
-    Writers on other hosts cannot be asked whether they live, so age is the
-    only test there; no write takes anywhere near ``max_age``. Returns how
-    many were removed (with ``dry_run``, would be).
-    """
-    now = time.time() if now is None else now
-    removed = 0
-    try:
-        # By fd: a temp dir replaced by a symlink must not get a sweep of its target.
-        fd = open_leaf(tmp_dir)
-    except FileNotFoundError:
-        return 0
-    try:
-        with os.scandir(fd) as found:
-            entries = list(found)
-        for entry in entries:
-            try:
-                old = now - entry.stat(follow_symlinks=False).st_mtime > max_age
-            except FileNotFoundError:
-                continue
-            if not (old or owner_is_dead(entry.name)):
-                continue
-            if not dry_run:
-                _remove(fd, entry, tmp_dir)
-            removed += 1
-    finally:
-        os.close(fd)
-    return removed
-
-
-def _remove(dir_fd: int, entry: os.DirEntry[str], tmp_dir: str) -> None:
-    if entry.is_dir(follow_symlinks=False):
-        rmtree_at(dir_fd, entry.name, os.path.join(tmp_dir, entry.name))
-    else:
-        # Failing here (another user's file in a group cache) must not fail the write
-        # whose clean-up this is.
-        with contextlib.suppress(OSError):
-            os.unlink(entry.name, dir_fd=dir_fd)

@@ -9,7 +9,6 @@ single-flight ``get_or_compute``, artifact trees
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 import time
@@ -19,7 +18,7 @@ from typing import Any, TypeVar
 
 from stepcache import codec
 from stepcache._record import Record
-from stepcache.errors import StoreUnavailableError
+from stepcache.errors import StoreUnavailableError, StoreWriteError
 from stepcache.stores._core import (
     DEFAULT_LOCK_TIMEOUT,
     MISSING,
@@ -117,7 +116,8 @@ class Store(StoreCore):
         over: it is moved into the store where possible (see :meth:`put_dir`)
         and the stored copy is returned. Waiting, take-over and timeouts work
         as in :meth:`get_or_compute`; when the tree cannot be stored (a
-        read-only store, a full disk) the built directory itself is returned.
+        read-only store, a full disk: :class:`~stepcache.StoreWriteError`,
+        counted in ``errors``) the built directory itself is returned, uncached.
 
         >>> import pathlib, tempfile, stepcache as sc
         >>> def build():
@@ -138,7 +138,12 @@ class Store(StoreCore):
             built = Path(build())
             if self.read_only:
                 return built
-            stored = self._store_dir(key, built, info, move=True)
+            try:
+                stored = self._store_dir(key, built, info, move=True)
+            except StoreWriteError as exc:  # counted and logged: the result is still the result
+                if exc.filename is None or not os.path.isdir(exc.filename):
+                    raise  # the tree itself is gone (removed by someone else)
+                return Path(exc.filename)
             return built if stored is None else stored
 
         return self._single_flight_get(key, find, produce, timeout, info)  # type: ignore[no-any-return]
@@ -222,9 +227,11 @@ class Store(StoreCore):
         while its files match it. Symlinks and special files are refused
         (:class:`ValueError`). ``move=True`` hands ``src_dir`` over to the
         store (renamed into place where possible). A tree that cannot be
-        stored (disk full, server down) raises :class:`OSError` naming the
+        stored (disk full, server down) raises
+        :class:`~stepcache.StoreWriteError` (an :class:`OSError`) naming the
         cause, after counting it in ``stats().errors``; ``src_dir`` is then
-        left where it was, never returned as if it were stored.
+        left where it was (or moved back), never returned as if it were
+        stored, and the error's ``filename`` says where the tree is.
         (:meth:`get_or_compute_dir` instead returns the built directory: the
         computation's result is never lost to a failed write.)
 
@@ -239,17 +246,14 @@ class Store(StoreCore):
         self.last_error = None
         stored = self._store_dir(key, Path(src_dir), info, move=move)
         if stored is None:
-            cause = self.last_error
-            raise OSError(
-                getattr(cause, "errno", None) or errno.EIO,
-                f"cannot store {src_dir} in {self.spec}: {cause or 'the write failed'}",
-            )
+            raise StoreWriteError.for_tree(src_dir, self.spec, self.last_error)
         return stored
 
     def _store_dir(
         self, key: str, src: Path, info: Mapping[str, Any] | None, *, move: bool
     ) -> Path | None:
-        """Store ``src`` as the tree of ``key``; the stored copy, or None (counted) on failure."""
+        """Store ``src`` as the tree of ``key``; the stored copy, or on failure (counted)
+        ``None`` if the tree is still at ``src``, else :class:`StoreWriteError` saying where."""
         from stepcache.stores import artifacts
 
         if not src.is_dir():
@@ -271,8 +275,10 @@ class Store(StoreCore):
                 return None
             manifest = artifacts.build_manifest(path, algo=algo)
             payload = codec.TreePayload(artifacts.encode(manifest, None))
-            ok = self._save(key, self._pack(key, payload, tree_info), tree_info)
-            return path if ok else None
+            if not self._save(key, self._pack(key, payload, tree_info), tree_info):
+                why = f"its entry could not be written: {self.last_error}"
+                raise StoreWriteError.for_tree(path, self.spec, why)
+            return path
         manifest = artifacts.build_manifest(src, algo=algo)
         payload = codec.TreePayload(artifacts.encode(manifest, src))
         if not self._save(key, self._pack(key, payload, tree_info), tree_info):
@@ -359,7 +365,7 @@ class Store(StoreCore):
             checked += 1
             if reason is not None:
                 bad.append((key, reason))
-                if repair and self._remove(key):
+                if repair and self._repair(key):
                     repaired += 1
             if progress is not None and checked % 64 == 0:
                 progress(64)
@@ -367,14 +373,21 @@ class Store(StoreCore):
             progress(checked % 64)
         return VerifyResult(checked, tuple(bad), repaired)
 
+    def _repair(self, key: str) -> bool:
+        """Remove the bad entry of ``key`` found by :meth:`verify`; whether it went."""
+        return self._remove(key)
+
     def _check(self, key: str) -> str | None:
         """What is wrong with the entry of ``key`` (and its tree), or ``None``."""
-        from stepcache.stores import artifacts
-
         try:
             blob = self.backend.load(key)
-            if blob is None:
-                return None  # removed meanwhile
+        except OSError as exc:
+            return str(exc)
+        return None if blob is None else self._check_blob(key, blob)  # removed meanwhile
+
+    def _check_blob(self, key: str, blob: bytes) -> str | None:
+        """What is wrong with ``blob`` as the entry of ``key`` (and its tree), or ``None``."""
+        try:
             value = codec.unpack_entry(
                 blob, key, secret=self._secret, allow_pickle=self.codec == "pickle"
             )
@@ -382,6 +395,8 @@ class Store(StoreCore):
             return str(exc)
         if not isinstance(value, codec.TreePayload):
             return None
+        from stepcache.stores import artifacts
+
         try:
             tree = artifacts.decode(value)
         except ValueError as exc:

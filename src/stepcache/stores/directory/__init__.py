@@ -4,10 +4,12 @@ The package is split by what each module owns: :mod:`.store` (the store and
 its maintenance), :mod:`.backend` (entry files and trees as a
 :class:`~stepcache.Backend`), :mod:`.entryfile` (reading entry files),
 :mod:`.trees` (trees entering the store), :mod:`.eviction` (layout scans and
-eviction policy), :mod:`.statsfiles` (per-instance counters), :mod:`.trust`
-(root ownership checks) and :mod:`.beneath` (descriptor-relative filesystem
-calls). Atomic writes and the fsync policy live in
-:mod:`stepcache.stores._fsutil`, locks in :mod:`stepcache.stores._locks`.
+eviction policy), :mod:`.sweep` (removing leftovers without trusting clocks),
+:mod:`.sharedfs` (reads that never destroy on a shared filesystem),
+:mod:`.statsfiles` (per-instance counters), :mod:`.trust` (root ownership
+checks) and :mod:`.beneath` (descriptor-relative filesystem calls). Atomic
+writes and the fsync policy live in :mod:`stepcache.stores._fsutil`, locks in
+:mod:`stepcache.stores._locks`, owner names in :mod:`stepcache.stores._owner`.
 """
 
 from __future__ import annotations

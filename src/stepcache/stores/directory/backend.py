@@ -6,20 +6,33 @@ Layout under the root (see ``docs/`` for the entry format)::
     v1/ab/cd/<key>         one entry per file, fanned out by the key's first 4 hex digits
     v1/ab/cd/<key>.d/      artifact directory of put_dir (published by rename)
     tmp/                   temp files of writers; those of dead writers are swept
+    tmp/seen.<host>        what this host's sweeps saw (:mod:`~stepcache.stores.directory.sweep`)
     leases/                per-key lock files (flock) or lease files (NFS fallback)
-    stats/<host>-<pid>-<n> counters of one store instance of one process
+    stats/<owner>-<n>      counters of one store instance of one process
 
 Readers take no lock: every file is published by rename, so a reader sees a
 whole entry or none, and a torn file (crash without ``durable=True``) fails
 its checksum and reads as a miss (:mod:`~stepcache.stores.directory.entryfile`).
 Opening an existing store costs two ``stat`` calls and writes nothing; who
 may write the tree is checked then (:mod:`~stepcache.stores.directory.trust`).
+A store that cannot be created (full disk, read-only mount, no permission)
+opens :attr:`DirectoryBackend.degraded`: reads serve what is there, every
+write fails (and is counted by the store).
+
+On a filesystem other machines serve too (:attr:`DirectoryBackend.on_shared_fs`)
+a reader cannot prove that a damaged file it read is the one at the path
+now, so the store notes such keys (:meth:`DirectoryBackend.note_damaged`)
+instead of removing them, and removes an entry only after taking it away
+and checking that very file (:meth:`DirectoryBackend.claim`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
+import shutil
 import stat
 import weakref
 from collections.abc import Callable, Iterator
@@ -27,8 +40,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from stepcache import codec
+from stepcache.errors import StoreUnavailableError, UnsafeStoreError
 from stepcache.stores import _fsutil
 from stepcache.stores._dirfds import DirFds
+from stepcache.stores._keys import KEY_RE
+from stepcache.stores._lockmode import LOCAL_TYPES, filesystem_of
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores._stats import Counters
 from stepcache.stores.backend import Backend, EntryStat
@@ -42,16 +58,19 @@ from stepcache.stores.directory.eviction import (
     plan_eviction,
     scan,
 )
+from stepcache.stores.directory.sweep import STALE_AFTER, Observer, sweep_temp
 
-__all__ = ["STALE_TEMP", "TAG", "DirectoryBackend"]
+__all__ = ["DAMAGED", "TAG", "DirectoryBackend"]
 
 TAG: Final = (
     b"Signature: 8a477f597d28d172789f06886806bc55\n"
     b"# This file is a cache directory tag created by stepcache.\n"
     b"# For information about cache directory tags see https://bford.info/cachedir/\n"
 )
-#: seconds after which temp files and entry-less trees count as leftovers
-STALE_TEMP: Final = 3600.0
+#: how a reader notes a damaged entry for ``prune`` (see :meth:`Observer.note`)
+DAMAGED: Final = "damaged/"
+#: why creating a store may fail that writes failing one by one handle as well
+_DEGRADE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class DirectoryBackend(Backend):
@@ -73,6 +92,7 @@ class DirectoryBackend(Backend):
         durable: bool = False,
         lock_backend: str = "auto",
         shared: bool = False,
+        sweep_after: float = STALE_AFTER,
         counters: Counters | None = None,
         warn: Callable[..., None] | None = None,
     ) -> None:
@@ -87,14 +107,18 @@ class DirectoryBackend(Backend):
         self.spec = f"dir://{root}"
         self.read_only = read_only
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
-        self.lock_backend, self.shared = lock_backend, shared
+        self.lock_backend, self.shared, self.sweep_after = lock_backend, shared, sweep_after
         self.counters = counters if counters is not None else Counters()
         #: ``warn(topic, message, *args)`` reports a degraded condition (the store logs it once)
         self.warn: Callable[..., None] = warn or (lambda topic, message, *args: None)
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
         self._fds = DirFds()  # v1/ and tmp/, opened by the first write
         weakref.finalize(self, self._fds.close)
-        trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
+        #: this host's record of what its sweeps saw (see :mod:`.sweep`)
+        self.sweeper = Observer(self._tmp, stale_after=sweep_after)
+        #: why the store could not be created, if it opened degraded (every write will fail)
+        self.degraded: OSError | None = None
+        self._open_root(tag=None if read_only else TAG)
         self.locks = KeyLocks(
             f"{root}/leases",
             backend=lock_backend,
@@ -105,6 +129,27 @@ class DirectoryBackend(Backend):
         )
         self._swept = read_only
 
+    def _open_root(self, *, tag: bytes | None) -> None:
+        """:func:`trust.open_root`, opening degraded where creating the store fails."""
+        try:
+            trust.open_root(self.root, shared=self.shared, tag=tag, durable=self.durable)
+        except StoreUnavailableError as exc:
+            cause = exc.__cause__
+            if isinstance(exc, UnsafeStoreError) or not (
+                isinstance(cause, OSError) and cause.errno in _DEGRADE
+            ):
+                raise  # not a directory, unsafe: a mistake to fix, not a condition to ride out
+            self.degraded = cause
+
+    @functools.cached_property
+    def on_shared_fs(self) -> bool:
+        """Whether the store is on a filesystem other machines may serve too (NFS, FUSE...).
+
+        Decided by filesystem type, as ``lock="auto"`` decides (an unknown
+        type counts as shared).
+        """
+        return filesystem_of(self.root)[0] not in LOCAL_TYPES
+
     def options(self) -> dict[str, Any]:
         defaults = {
             "max_bytes": None,
@@ -112,6 +157,7 @@ class DirectoryBackend(Backend):
             "durable": False,
             "lock_backend": "auto",
             "shared": False,
+            "sweep_after": STALE_AFTER,
         }
         return {k: getattr(self, k) for k, v in defaults.items() if getattr(self, k) != v}
 
@@ -127,6 +173,15 @@ class DirectoryBackend(Backend):
             return _NOT_AN_ENTRY  # a directory or symlink in an entry's place: a damaged entry
         except (NotADirectoryError, PermissionError):
             return None  # a file where a fanout directory should be, or an unreadable one
+
+    def load_fresh(self, key: str) -> bytes | None:
+        """The entry of ``key`` read again, from a fresh open to the end of the file.
+
+        For a read that failed to verify on a shared filesystem: a file replaced
+        from another machine can be read torn (a stale cached size), which is
+        no damage. Raises :class:`~stepcache.codec.CorruptEntry` for no file.
+        """
+        return read_entry(self.path(key), touch=False, to_eof=True)
 
     def load_header(self, key: str) -> bytes | None:
         try:
@@ -169,12 +224,22 @@ class DirectoryBackend(Backend):
 
     # -- artifact trees ----------------------------------------------------------
     def put_tree(self, key: str, src: Path, *, move: bool) -> Path:
-        """Copy (or with ``move``, rename) ``src`` into ``tmp/``, then publish it by one rename."""
+        """Copy (or with ``move``, rename) ``src`` into ``tmp/``, then publish it by one rename.
+
+        A failed publish after a move puts the tree back at ``src``; a tree
+        copied across filesystems for a move is removed from ``src`` only
+        once published.
+        """
         dest = self.path(key) + ".d"
         tmp, _, nbytes = _fsutil.copy_tree(src, self._tmp, durable=self.durable, move=move)
-        if not _fsutil.publish_dir(tmp, dest, durable=self.durable, fds=self._fds):
-            return Path(dest)  # another writer published first: theirs stays
-        self._wrote(key, nbytes)
+        restore = src if move else None
+        published = _fsutil.publish_dir(
+            tmp, dest, durable=self.durable, restore=restore, fds=self._fds
+        )
+        if move:  # copied rather than renamed (another filesystem): the original goes now
+            shutil.rmtree(src, ignore_errors=True)
+        if published:  # else another writer published first: theirs stays
+            self._wrote(key, nbytes)
         return Path(dest)
 
     def tree_path(self, key: str) -> Path | None:
@@ -189,7 +254,7 @@ class DirectoryBackend(Backend):
     def _wrote(self, key: str, nbytes: int) -> None:
         if not self._swept:  # once per instance: leftovers of writers that crashed
             self._swept = True
-            _fsutil.sweep_temp(self._tmp, max_age=STALE_TEMP)
+            self.sweep()
         if self.cleaner is None:
             return
         for prefix in self.cleaner.plan(key, nbytes):
@@ -202,18 +267,37 @@ class DirectoryBackend(Backend):
     def _clean(self, prefix: str) -> int:
         """Enforce the limits on the level-1 directories starting with ``prefix``; bytes left."""
         share = None if self.cleaner is None else self.cleaner.share
-        tops = [t for t in hex_names(self._v1) if t.startswith(prefix)]
-        left = self.enforce(scan(self._v1, tops), share, self.max_age, low_water=0.9)[2]
+        items = scan(self._v1, [t for t in hex_names(self._v1) if t.startswith(prefix)])
+        left = self.enforce(items, share, self.max_age, low_water=0.9, scope=prefix)[2]
         if prefix == "" or prefix.strip("0") == "":  # once per round of the rotation
-            _fsutil.sweep_temp(self._tmp, max_age=STALE_TEMP)
+            self.sweep()
         return left
 
+    def sweep(self, *, dry_run: bool = False) -> int:
+        """Remove temp work of writers that are gone (see :mod:`.sweep`); how many (would) go."""
+        return sweep_temp(self._tmp, self.sweeper, dry_run=dry_run)
+
+    def abandoned(self, items: list[Item], scope: str, *, dry_run: bool = False) -> set[str]:
+        """Artifact directories without an entry seen unchanged for ``sweep_after``."""
+        orphans = {it.dir_path(): it.dir_sig for it in items if it.has_dir and not it.has_entry}
+        return self.sweeper.abandoned(f"v1/{scope}", orphans, dry_run=dry_run)
+
     def enforce(
-        self, items: list[Item], max_bytes: float | None, max_age: float | None, *, low_water: float
+        self,
+        items: list[Item],
+        max_bytes: float | None,
+        max_age: float | None,
+        *,
+        low_water: float,
+        scope: str,
     ) -> tuple[int, int, int, int]:
-        """Apply :func:`plan_eviction`: (evicted, bytes freed, bytes left, orphans removed)."""
+        """Apply :func:`plan_eviction`: (evicted, bytes freed, bytes left, orphans removed).
+
+        ``scope`` is the key prefix ``items`` were scanned under.
+        """
+        abandoned = self.abandoned(items, scope)
         evict, orphans, left = plan_eviction(
-            items, max_bytes, max_age, low_water=low_water, orphan_after=STALE_TEMP
+            items, max_bytes, max_age, low_water=low_water, abandoned=abandoned
         )
         done = [it for it in evict if self._evict(it)]
         for it in orphans:
@@ -232,6 +316,49 @@ class DirectoryBackend(Backend):
             return 0
         self.counters.add("evictions")
         return 1
+
+    # -- damage on a shared filesystem --------------------------------------------
+    def note_damaged(self, key: str) -> None:
+        """Note that a reader found ``key``'s entry damaged, for ``prune`` to check."""
+        self.sweeper.note(DAMAGED + key)
+
+    def noted_damage(self) -> set[str]:
+        """The keys any host's readers noted as damaged."""
+        noted = self.sweeper.noted(DAMAGED)
+        return {n[len(DAMAGED) :] for n in noted if KEY_RE.fullmatch(n[len(DAMAGED) :])}
+
+    def forget_damage(self, keys: set[str]) -> None:
+        """Drop ``keys`` from this host's notes (they were checked)."""
+        self.sweeper.forget({DAMAGED + k for k in keys})
+
+    def claim(self, key: str) -> str | None:
+        """Rename ``key``'s entry into ``tmp/`` and return its new path (``None``: not there).
+
+        The rename is atomic and seen at once by every client, so what is then
+        checked is what would be removed, not a path another machine may be
+        replacing meanwhile.
+        """
+        claimed = f"{self._tmp}/{_fsutil.temp_name('.chk')}"
+        try:
+            beneath.rename_beneath(self.path(key), claimed, durable=False)
+        except FileNotFoundError:
+            return None
+        return claimed
+
+    def read_claimed(self, claimed: str) -> bytes | None:
+        """The bytes of an entry taken away by :meth:`claim`."""
+        return read_entry(claimed, touch=False, to_eof=True)
+
+    def give_back(self, claimed: str, key: str) -> None:
+        """Put a claimed entry that checked good back in place (any good one is as good)."""
+        with contextlib.suppress(OSError):  # else our leftover, swept once we exit
+            beneath.rename_beneath(claimed, self.path(key), durable=False)
+
+    def drop_claimed(self, claimed: str, key: str) -> None:
+        """Remove a claimed entry that checked bad, and the tree of ``key``."""
+        beneath.unlink_beneath(claimed, self.root)
+        with contextlib.suppress(OSError):
+            _fsutil.discard_dir(self.path(key) + ".d", self._tmp)
 
 
 # A blob that fails verification: what a directory or symlink in an entry's place reads as.

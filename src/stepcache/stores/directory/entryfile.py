@@ -48,16 +48,20 @@ def open_entry(path: str) -> tuple[int, os.stat_result] | None:
     return fd, st
 
 
-def read_entry(path: str, *, touch: bool) -> bytes | None:
-    """The whole entry file; ``touch`` marks it used (for eviction) if it was not lately."""
+def read_entry(path: str, *, touch: bool, to_eof: bool = False) -> bytes | None:
+    """The whole entry file; ``touch`` marks it used (for eviction) if it was not lately.
+
+    ``to_eof`` reads until the end of the file rather than to the size
+    ``fstat`` reports, which a network filesystem may serve from a stale cache.
+    """
     opened = open_entry(path)
     if opened is None:
         return None
     fd, st = opened
     try:
         blob = os.read(fd, st.st_size)
-        while len(blob) < st.st_size:  # huge files come in several reads
-            chunk = os.read(fd, st.st_size - len(blob))
+        while len(blob) < st.st_size or to_eof:  # huge files come in several reads
+            chunk = os.read(fd, max(st.st_size - len(blob), 1 << 16))
             if not chunk:
                 break
             blob += chunk

@@ -13,12 +13,13 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import ClassVar, Final
 
 from stepcache._record import Record
 from stepcache.stores import _fsutil
 from stepcache.stores._keys import KEY_RE
+from stepcache.stores.directory.sweep import signature
 
 __all__ = ["Cleaner", "Item", "PruneResult", "hex_names", "iter_keys", "plan_eviction", "scan"]
 
@@ -62,7 +63,9 @@ class PruneResult(Record):
     __slots__ = ("removed", "freed", "swept", "entries", "bytes")  # noqa: RUF023 - field order
     removed: int  #: entries evicted (too old, or least recently used over the size budget)
     freed: int  #: bytes of the evicted entries and their artifact directories
-    swept: int  #: leftovers removed: temp files, orphan directories, stale locks, stats files
+    #: leftovers removed: temp files, orphan directories, stale locks, stats files, and
+    #: entries readers on a shared filesystem found damaged (checked again first)
+    swept: int
     entries: int  #: entries left
     bytes: int  #: bytes left
 
@@ -74,7 +77,7 @@ class Item:
     """One key found in the tree: its entry file, its artifact directory, or both."""
 
     # A plain class, not a dataclass: building one costs a store's import time.
-    __slots__ = ("has_dir", "has_entry", "key", "mtime", "size")
+    __slots__ = ("dir_sig", "has_dir", "has_entry", "key", "mtime", "size")
 
     def __init__(self, key: str, mtime: float = 0.0, size: int = 0) -> None:
         self.key = key
@@ -82,9 +85,15 @@ class Item:
         self.size = size  #: bytes of the entry plus its artifact directory
         self.has_entry = False
         self.has_dir = False
+        #: of the artifact directory, for telling an orphan from a put_dir in progress
+        self.dir_sig: list[int] = []
 
     def __repr__(self) -> str:
         return f"Item({self.key!r}, mtime={self.mtime}, size={self.size})"
+
+    def dir_path(self) -> str:
+        """The artifact directory's path relative to the store root."""
+        return f"v1/{self.key[:2]}/{self.key[2:4]}/{self.key}.d"
 
 
 def scan(v1: str, tops: Iterable[str]) -> list[Item]:
@@ -113,6 +122,7 @@ def _add(found: dict[str, Item], entry: os.DirEntry[str], prefix: str) -> None:
     item = found.get(key) or found.setdefault(key, Item(key))
     if key != name and stat.S_ISDIR(st.st_mode):
         item.has_dir = True
+        item.dir_sig = signature(st)
         item.size += _fsutil.tree_size(entry.path)
         if not item.has_entry:
             item.mtime = st.st_mtime
@@ -128,15 +138,17 @@ def plan_eviction(
     max_age: float | None,
     *,
     low_water: float,
-    orphan_after: float,
+    abandoned: Collection[str],
 ) -> tuple[list[Item], list[Item], int]:
     """Which items to evict, which orphan directories to remove, and the bytes left then.
 
     Evicted: entries unused for more than ``max_age``, then the least
     recently used until the rest fits in ``low_water * max_bytes`` (only if
-    it exceeds ``max_bytes``). An artifact directory without its entry older
-    than ``orphan_after`` is an orphan; a younger one is a ``put_dir`` about
-    to write its entry, so it counts towards the size but is left alone.
+    it exceeds ``max_bytes``). An artifact directory without its entry whose
+    path is in ``abandoned`` (seen unchanged for long, see
+    :mod:`~stepcache.stores.directory.sweep`) is an orphan; any other may be
+    a ``put_dir`` about to write its entry, so it counts towards the size
+    but is left alone.
     """
     now = time.time()
     evict: list[Item] = []
@@ -148,7 +160,7 @@ def plan_eviction(
             evict.append(it)
         elif it.has_entry:
             keep.append(it)
-        elif now - it.mtime > orphan_after:
+        elif it.dir_path() in abandoned:
             orphans.append(it)
         else:
             pinned += it.size

@@ -33,7 +33,7 @@ _serial = itertools.count()
 
 
 class StatsFile:
-    """One store instance's counters on disk, as ``stats/<host>-<pid>-<n>``.
+    """One store instance's counters on disk, as ``stats/<host>-<pid>-<start>-<n>``.
 
     Written when the counters changed: at most every ``FLUSH_EVERY`` seconds
     while in use, and at close or exit; never by a process that only opened
@@ -43,7 +43,7 @@ class StatsFile:
     def __init__(self, counters: Counters, root: str, durable: bool) -> None:
         self.counters = counters
         self.pid = os.getpid()
-        self.name = f"{_fsutil.HOST}-{self.pid}-{next(_serial)}"
+        self.name = f"{_fsutil.owner_tag()}-{next(_serial)}"
         self.path = f"{root}/stats/{self.name}"
         self._tmp = f"{root}/tmp"
         self._durable = durable

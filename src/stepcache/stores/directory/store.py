@@ -4,7 +4,11 @@ Readers take no lock: every file is published by rename, so a reader sees a
 whole entry or none, and a torn file (crash without ``durable=True``) fails
 its checksum and reads as a miss. Opening an existing store costs two
 ``stat`` calls and writes nothing; who may write the tree is checked then
-(:mod:`~stepcache.stores.directory.trust`).
+(:mod:`~stepcache.stores.directory.trust`). On a filesystem shared with
+other machines readers never remove anything
+(:mod:`~stepcache.stores.directory.sharedfs`), and sweeps judge other hosts'
+leftovers by the filesystem's time, never a clock
+(:mod:`~stepcache.stores.directory.sweep`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from stepcache.stores import _fsutil
 from stepcache.stores._stats import Stats
-from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, Store, VerifyResult
+from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, VerifyResult
 from stepcache.stores.directory import trust
-from stepcache.stores.directory.backend import STALE_TEMP, DirectoryBackend
+from stepcache.stores.directory.backend import DirectoryBackend
 from stepcache.stores.directory.eviction import (
     Item,
     PruneResult,
@@ -26,12 +29,14 @@ from stepcache.stores.directory.eviction import (
     plan_eviction,
     scan,
 )
+from stepcache.stores.directory.sharedfs import SharedFsStore
 from stepcache.stores.directory.statsfiles import StatsFile, archive_stats, read_stats
+from stepcache.stores.directory.sweep import STALE_AFTER
 
 __all__ = ["DirectoryStore", "PruneResult", "VerifyResult"]
 
 
-class DirectoryStore(Store):
+class DirectoryStore(SharedFsStore):
     """A store in a local or network directory, shared by every process that opens it.
 
     ``max_bytes`` and ``max_age`` (seconds since last use) are enforced as
@@ -39,7 +44,13 @@ class DirectoryStore(Store):
     :meth:`prune`. ``durable=True`` fsyncs every write. ``lock_backend``
     picks how ``get_or_compute`` excludes other processes: ``"auto"``
     (flock, falling back to lease files where flock is unsupported),
-    ``"flock"`` or ``"lease"``.
+    ``"flock"`` or ``"lease"``. ``sweep_after`` is how long (seconds)
+    another host's temp work, or a tree whose entry never came, must be seen
+    unchanged before a sweep removes it (:mod:`~stepcache.stores.directory.sweep`).
+
+    A store that cannot be created (full disk, read-only mount, no
+    permission) opens with :attr:`degraded` set: it serves what it can
+    read, counts every failed write in ``stats().errors`` and warns once.
 
     The root must belong to this user (or root) and be writable by nobody
     else, else :class:`~stepcache.errors.UnsafeStoreError`: anyone who can
@@ -70,6 +81,7 @@ class DirectoryStore(Store):
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         lock_backend: str = "auto",
         shared: bool = False,
+        sweep_after: float = STALE_AFTER,
     ) -> None:
         backend = DirectoryBackend(
             path,
@@ -79,6 +91,7 @@ class DirectoryStore(Store):
             durable=durable,
             lock_backend=lock_backend,
             shared=shared,
+            sweep_after=sweep_after,
         )
         super().__init__(
             backend, read_only=read_only, secret=secret, codec=codec, lock_timeout=lock_timeout
@@ -86,7 +99,16 @@ class DirectoryStore(Store):
         backend.counters = self.counters
         backend.warn = self.say_once
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
-        self.lock_backend, self.shared = lock_backend, shared
+        self.lock_backend, self.shared, self.sweep_after = lock_backend, shared, sweep_after
+        if backend.degraded is not None:
+            # The topic of failed writes: one warning, not one more per write.
+            self.say_once(
+                "write to",
+                "stepcache: cannot create the cache %s (%s); running uncached: reads serve "
+                "what is there, failed writes count as errors",
+                self.spec,
+                backend.degraded,
+            )
         if shared and self._secret is None:
             self.say_once("unsigned", trust.UNSIGNED, self.spec)
         # Opening alone is no activity worth a stats file: only other counts make one.
@@ -95,6 +117,11 @@ class DirectoryStore(Store):
         self._stats_file = None if read_only else StatsFile(self.counters, root, durable)
         if self._stats_file is not None:
             self._stats_file.flush_at_exit(self)
+
+    @property
+    def degraded(self) -> bool:
+        """Whether the store opened although it could not be created (every write fails)."""
+        return self.backend.degraded is not None
 
     @property
     def path(self) -> Path:
@@ -118,11 +145,13 @@ class DirectoryStore(Store):
         """Enforce ``max_bytes``/``max_age`` (default: the store's) over the whole store now.
 
         Also sweeps temp files of dead writers, orphan directories, unused lock
-        files and stats files of exited processes (merged into
-        ``stats/_archived``). ``progress(n)`` is called after each top-level
-        directory with the number of entries examined there. ``dry_run=True``
-        removes nothing and reports what would go (its ``swept`` counts temp
-        files and orphan directories only).
+        files, stats files of exited processes (merged into
+        ``stats/_archived``) and entries that readers on a shared filesystem
+        found damaged, if a check of the removed file confirms it.
+        ``progress(n)`` is called after each top-level directory with the
+        number of entries examined there. ``dry_run=True`` removes nothing and
+        reports what would go (its ``swept`` counts temp files and orphan
+        directories only).
 
         >>> import tempfile, stepcache as sc
         >>> store = sc.DirectoryStore(tempfile.mkdtemp())
@@ -136,7 +165,7 @@ class DirectoryStore(Store):
             self._check_writable()
         backend = self.backend
         trust.check_tree(backend.root)
-        v1, tmp = f"{backend.root}/v1", f"{backend.root}/tmp"
+        v1 = f"{backend.root}/v1"
         max_bytes = self.max_bytes if max_bytes is None else max_bytes
         max_age = self.max_age if max_age is None else max_age
         items: list[Item] = []
@@ -146,18 +175,57 @@ class DirectoryStore(Store):
             if progress is not None:
                 progress(len(found))
         if dry_run:
-            evict, orphans, left = plan_eviction(
-                items, max_bytes, max_age, low_water=1.0, orphan_after=STALE_TEMP
-            )
-            temps = _fsutil.sweep_temp(tmp, max_age=STALE_TEMP, dry_run=True)
-            entries = sum(it.has_entry for it in items) - len(evict)
-            freed = sum(it.size for it in evict)
-            return PruneResult(len(evict), freed, len(orphans) + temps, entries, left)
-        evicted, freed, _, swept = backend.enforce(items, max_bytes, max_age, low_water=1.0)
-        swept += _fsutil.sweep_temp(tmp, max_age=STALE_TEMP) + backend.locks.sweep()
-        swept += archive_stats(f"{backend.root}/stats", tmp, backend.locks)
+            return self._would_prune(items, max_bytes, max_age)
+        evicted, freed, _, swept = backend.enforce(
+            items, max_bytes, max_age, low_water=1.0, scope=""
+        )
+        swept += backend.sweep() + backend.locks.sweep() + self.remove_noted_damage()
+        swept += archive_stats(f"{backend.root}/stats", f"{backend.root}/tmp", backend.locks)
         entries, nbytes = self._usage()
         return PruneResult(evicted, freed, swept, entries, nbytes)
+
+    def verify(
+        self, *, repair: bool = False, progress: Callable[[int], None] | None = None
+    ) -> VerifyResult:
+        """As :meth:`Store.verify`, plus artifact directories whose entry never came.
+
+        A tree without its entry may be a ``put_dir`` in progress, so it is
+        reported (and with ``repair=True`` removed) only once this host's
+        sweeps have seen it unchanged for ``sweep_after`` seconds.
+
+        >>> import tempfile, stepcache as sc
+        >>> store = sc.DirectoryStore(tempfile.mkdtemp())
+        >>> store["ab" * 16] = [1, 2]
+        >>> result = store.verify()
+        >>> result.checked, result.corrupt
+        (1, ())
+        """
+        result = super().verify(repair=repair, progress=progress)
+        v1 = f"{self.backend.root}/v1"
+        items = [it for it in scan(v1, hex_names(v1)) if it.has_dir and not it.has_entry]
+        abandoned = self.backend.abandoned(items, "", dry_run=not repair)
+        orphans = sorted(it.key for it in items if it.dir_path() in abandoned)
+        repaired = sum(self._remove(key) for key in orphans) if repair else 0
+        if progress is not None and orphans:
+            progress(len(orphans))
+        return VerifyResult(
+            result.checked + len(orphans),
+            result.corrupt + tuple((k, "artifact directory without an entry") for k in orphans),
+            result.repaired + repaired,
+        )
+
+    def _would_prune(
+        self, items: list[Item], max_bytes: int | None, max_age: float | None
+    ) -> PruneResult:
+        """What :meth:`prune` would do to ``items``, with nothing removed or recorded."""
+        abandoned = self.backend.abandoned(items, "", dry_run=True)
+        evict, orphans, left = plan_eviction(
+            items, max_bytes, max_age, low_water=1.0, abandoned=abandoned
+        )
+        temps = self.backend.sweep(dry_run=True)
+        entries = sum(it.has_entry for it in items) - len(evict)
+        freed = sum(it.size for it in evict)
+        return PruneResult(len(evict), freed, len(orphans) + temps, entries, left)
 
     # -- statistics and lifecycle ------------------------------------------------
     def stats(self) -> Stats:
