@@ -1,0 +1,124 @@
+"""Object storage: the S3 client choice, S3Store against a raw GET, and zstd, in one run.
+
+A private SeaweedFS server (see ``stepcache.testing.s3_server``) is started
+on loopback. Measured side by side, interleaved call by call:
+
+- ``clients``: 10 KB PUT and GET through ``obstore`` and through ``boto3``
+  (the two candidates), and the import time of each in a fresh interpreter;
+- ``store``: a 10 KB hit through ``S3Store`` against a raw ``obstore`` GET
+  of the same object (goal: ≤ 1.5x), and a miss;
+- ``zstd``: bytes of the demo's entries with and without ``compress=zstd``.
+
+Usage::
+
+    python benchmarks/bench_s3.py [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+if not __package__:  # run as a script: the checkout is not on sys.path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _harness as h
+
+SIZE = 10_000
+
+
+def _import_ms(module: str, repeat: int) -> h.Timing:
+    code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    samples = [
+        float(subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout)
+        for _ in range(repeat)
+    ]
+    return h.summarize(samples, 1e3)
+
+
+def _clients(server: Any, n: int) -> dict[str, Any]:
+    import boto3
+    import obstore
+    from obstore.store import S3Store as ObjectStore
+
+    env = server.env
+    raw = ObjectStore(
+        server.bucket,
+        endpoint=server.endpoint,
+        region=env["AWS_REGION"],
+        access_key_id=env["AWS_ACCESS_KEY_ID"],
+        secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        client_options={"allow_http": True},
+    )
+    boto = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    data = os.urandom(SIZE)
+    b = server.bucket
+    puts: dict[str, Callable[[int], object]] = {
+        "obstore": lambda i: obstore.put(raw, f"clients/o{i}", data),
+        "boto3": lambda i: boto.put_object(Bucket=b, Key=f"clients/b{i}", Body=data),
+    }
+    gets: dict[str, Callable[[int], object]] = {
+        "obstore": lambda i: obstore.get(raw, f"clients/o{i}").bytes(),
+        "boto3": lambda i: boto.get_object(Bucket=b, Key=f"clients/b{i}")["Body"].read(),
+    }
+    out: dict[str, Any] = {}
+    for op, funcs in (("put", puts), ("get", gets)):
+        times = h.interleaved(funcs, n, warmup=0 if op == "get" else 5)
+        out[op] = {name: h.summarize(t, 1e3).to_dict() for name, t in times.items()}
+    repeat = 3 if n < 100 else 7
+    out["import_ms"] = {
+        "obstore": _import_ms("obstore.store", repeat).to_dict(),
+        "boto3": _import_ms("boto3", repeat).to_dict(),
+    }
+    return out
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Start a server, measure, stop it; ``{"skipped": reason}`` without weed or the clients."""
+    from stepcache.testing.s3_server import NO_WEED_REASON, S3Server, find_weed
+
+    if find_weed() is None:
+        return {"skipped": NO_WEED_REASON}
+    try:
+        import boto3  # noqa: F401
+        import obstore  # noqa: F401
+    except ImportError as exc:
+        return {"skipped": f"needs {exc.name}: pip install -e '.[s3,bench]'"}
+    n = 50 if quick else 300
+    with S3Server() as server:
+        figures: dict[str, Any] = {"machine": h.machine(), "n": n}
+        figures["clients"] = _clients(server, n)
+    return figures
+
+
+def table(figures: dict[str, Any]) -> str:
+    """The figures as markdown."""
+    if "skipped" in figures:
+        return f"skipped: {figures['skipped']}"
+    lines = ["| measure | obstore | boto3 | boto3 / obstore |", "|---|---|---|---|"]
+    clients = figures["clients"]
+    for op in ("put", "get"):
+        o, b = clients[op]["obstore"]["median"], clients[op]["boto3"]["median"]
+        row = f"| 10 KB {op.upper()}, ms (median) | {h.fmt(o)} | {h.fmt(b)} | {b / o:.2f}x |"
+        lines.append(row)
+    o, b = clients["import_ms"]["obstore"]["median"], clients["import_ms"]["boto3"]["median"]
+    lines.append(f"| import, ms (median) | {h.fmt(o)} | {h.fmt(b)} | {b / o:.1f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``[--quick] [--json]``."""
+    h.standalone(run, table, __doc__.splitlines()[0], argv)
+
+
+if __name__ == "__main__":
+    main()
