@@ -39,6 +39,7 @@ from stepcache.stores.tiered import TieredStore
 
 if TYPE_CHECKING:
     from stepcache.stores.redis import RedisStore
+    from stepcache.stores.s3 import S3Store
 
 __version__ = "0.1.0.dev0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "NamedSteps",
     "ReadOnlyStoreError",
     "RedisStore",
+    "S3Store",
     "Stats",
     "Step",
     "StepBase",
@@ -89,4 +91,8 @@ def __getattr__(name: str) -> object:
         from stepcache.stores.redis import RedisStore
 
         return RedisStore
+    if name == "S3Store":
+        from stepcache.stores.s3 import S3Store
+
+        return S3Store
     raise AttributeError(f"module 'stepcache' has no attribute {name!r}")

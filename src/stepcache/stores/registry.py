@@ -34,9 +34,10 @@ _BACKENDS = {
     "rediss": "stepcache.stores.redis:RedisStore",
     "unix": "stepcache.stores.redis:RedisStore",
     "tiered": "stepcache.stores.tiered:TieredStore",
+    "s3": "stepcache.stores.s3:S3Store",
 }
 # Backends given the whole spec (a URL); the others get the path after "://".
-_FULL_SPEC_SCHEMES = ("redis", "rediss", "unix", "tiered")
+_FULL_SPEC_SCHEMES = ("redis", "rediss", "unix", "tiered", "s3")
 _registry: dict[tuple[str, tuple[tuple[str, Any], ...]], Store] = {}
 # Re-entrant: a composite store may open its tiers while being constructed.
 _lock = threading.RLock()
@@ -70,7 +71,7 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
     if scheme not in _BACKENDS:
         raise StoreUnavailableError(
             f"unknown store spec {text!r}: use a path, dir:///path, memory://, "
-            "redis://host:port/db, unix:///path/to/socket or tiered://..."
+            "redis://host:port/db, unix:///path/to/socket, s3://bucket/prefix or tiered://..."
         )
     if scheme == "dir":
         if not rest:

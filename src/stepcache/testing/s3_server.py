@@ -215,17 +215,20 @@ class S3Server:
             delay = min(delay * 2, 0.2)
 
     def _bucket_ready(self) -> bool:
-        """Whether an unsigned HEAD of the bucket gets an S3 answer (403 or 200, not 5xx)."""
+        """Whether the S3 port answers and the bucket exists (weed creates it a moment later)."""
         if not self.answers():
             return False
-        request = f"HEAD /{self.bucket} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        # The filer's HTTP API needs no signature; buckets are its /buckets/<name>.
+        request = f"HEAD /buckets/{self.bucket}/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode()
         try:
-            with socket.create_connection(("127.0.0.1", self.ports["s3.port"]), timeout=1.0) as s:
+            with socket.create_connection(
+                ("127.0.0.1", self.ports["filer.port"]), timeout=1.0
+            ) as s:
                 s.sendall(request)
                 status = s.recv(32).split(b" ", 2)
         except OSError:
             return False
-        return len(status) > 1 and status[1] in (b"200", b"403")
+        return len(status) > 1 and status[1] == b"200"
 
     def _signal_and_wait(self, sig: int, timeout: float) -> bool:
         assert self._proc is not None

@@ -1,0 +1,440 @@
+"""S3 (and compatible) object storage: :class:`S3Backend` and :class:`S3Store` (extra ``s3``).
+
+Spec: ``s3://bucket/prefix[?endpoint=URL&region=R&read_only=1&compress=zstd&secret=S]``;
+keywords win over the query string. Credentials come only from the standard
+AWS places: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` /
+``AWS_SESSION_TOKEN``, else the ``[$AWS_PROFILE]`` section of
+``~/.aws/credentials`` (``$AWS_SHARED_CREDENTIALS_FILE``); the region from
+``region=``, ``$AWS_REGION`` / ``$AWS_DEFAULT_REGION`` or ``~/.aws/config``.
+Never from the spec, which shows up in logs.
+
+Layout under the prefix::
+
+    <prefix>/v1/<key>       one object per entry: the entry blob, as on disk
+    <prefix>/leases/<key>   single-flight leases (see ``_s3lease``)
+
+Last use: an entry's ``LastModified`` is its last use. A hit whose object
+is older than ``touch_after`` (default one day) rewrites it (once, with
+``If-Match``, so a newer entry is never replaced), so a hit stays one GET on
+every other day and ``prune --max-age`` (days, not hours) removes what nobody
+used. The client is ``obstore``, chosen by measurement (``docs/object-stores.md``).
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import datetime
+import os
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Final, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from stepcache import codec
+from stepcache.errors import StoreUnavailableError
+from stepcache.stores import _s3lease
+from stepcache.stores._wrapped import BackendStore
+from stepcache.stores.backend import Backend, EntryStat
+from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, validate_key
+
+__all__ = ["S3Backend", "S3ConfigError", "S3Store", "parse_spec"]
+
+_T = TypeVar("_T")
+_HEAD_BYTES: Final = 4096
+_TRUE: Final = ("1", "true", "yes", "on")
+_REFUSED: Final = ("403 Forbidden", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+_QUERY: Final = ("endpoint", "region", "read_only", "compress", "secret")
+_DEFAULTS: Final[dict[str, Any]] = {
+    "timeout": 5.0,
+    "connect_timeout": 1.0,
+    "touch_after": 86400.0,
+    "lease": 30.0,
+}
+
+
+class S3ConfigError(StoreUnavailableError):
+    """The bucket does not exist or the credentials are refused: fix the set-up, not a blip."""
+
+
+def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    """(bucket, prefix, query options) of ``s3://bucket/prefix?...``.
+
+    >>> parse_spec("s3://team-cache/ci/gt4py?region=eu-central-1")
+    ('team-cache', 'ci/gt4py', {'region': 'eu-central-1'})
+    """
+    parts = urlsplit(spec)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(query) - set(_QUERY)
+    if parts.scheme != "s3" or len(parts.netloc) < 3 or unknown:
+        raise ValueError(
+            f"bad S3 spec {spec!r}: expected s3://bucket/prefix"
+            f"[?{'&'.join(f'{k}=...' for k in _QUERY)}]"
+            + (f"; unknown option(s) {', '.join(sorted(unknown))}" if unknown else "")
+        )
+    return parts.netloc, parts.path.strip("/"), query
+
+
+def _file_credentials() -> dict[str, str]:
+    """Keys and region from the AWS config files, when the environment has no key pair."""
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        return {}
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+    home = Path.home() / ".aws"
+    out: dict[str, str] = {}
+    files = (
+        (os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / "credentials", profile),
+        (os.environ.get("AWS_CONFIG_FILE") or home / "config", f"profile {profile}"),
+    )
+    for path, section in files:
+        parser = configparser.ConfigParser(interpolation=None)
+        with contextlib.suppress(OSError, configparser.Error):
+            parser.read(path)
+        for sec in (section, profile):
+            if parser.has_section(sec):
+                for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+                    if parser.has_option(sec, name):
+                        out.setdefault(name, parser.get(sec, name))
+                if parser.has_option(sec, "region"):
+                    out.setdefault("region", parser.get(sec, "region"))
+    return out
+
+
+class S3Backend(Backend):
+    """Entry blobs as objects under ``s3://bucket/prefix``; leases by conditional create.
+
+    >>> backend = S3Backend("s3://team-cache/ci?endpoint=http://127.0.0.1:8333")  # no I/O yet
+    >>> backend.spec, backend.bucket, backend.prefix
+    ('s3://team-cache/ci?endpoint=http://127.0.0.1:8333', 'team-cache', 'ci')
+    """
+
+    backoff: ClassVar[float] = 30.0
+    shared: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        read_only: bool | None = None,
+        compress: str | None = None,
+        timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        touch_after: float = 86400.0,
+        lease: float = 30.0,
+    ) -> None:
+        self.bucket, self.prefix, query = parse_spec(spec)
+        self.endpoint = endpoint or query.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL")
+        self.region = region or query.get("region")
+        if read_only is None:
+            read_only = query.get("read_only", "").lower() in _TRUE
+        self.read_only = read_only
+        self.compress = compress if compress is not None else (query.get("compress") or None)
+        if self.compress not in (None, *codec.COMPRESSIONS):
+            raise ValueError(f"compress must be 'zstd' or None, not {self.compress!r}")
+        # The canonical spec names bucket, prefix and endpoint; never a secret.
+        kept = [f"{k}={v}" for k, v in query.items() if k != "secret"]
+        base = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.spec = f"{base}?{'&'.join(kept)}" if kept else base
+        self.secret = query.get("secret")  # for the store: the spec may carry one
+        self.touch_after = touch_after
+        self.lease = lease
+        given = {
+            "timeout": timeout,
+            "connect_timeout": connect_timeout,
+            "touch_after": touch_after,
+            "lease": lease,
+        }
+        self._given = {k: v for k, v in given.items() if v != _DEFAULTS[k]}
+        self._timeouts = (timeout, connect_timeout)
+        self._store: Any = None
+        self._store_pid = -1
+        self._ops = _s3lease.LeaseOps(
+            self._create, self._replace, self._read_with_etag, self._delete
+        )
+
+    # -- the client ------------------------------------------------------------
+    def _client(self) -> Any:
+        # One client per process: obstore's runtime does not survive a fork.
+        if self._store is None or self._store_pid != os.getpid():
+            self._store = self._make_client()
+            self._store_pid = os.getpid()
+        return self._store
+
+    def _make_client(self) -> Any:
+        try:
+            from obstore.store import S3Store as ObjectStore
+        except ImportError as exc:
+            raise StoreUnavailableError(
+                "the s3:// store needs obstore; install it with: pip install 'stepcache[s3]'"
+            ) from exc
+        files = _file_credentials()
+        config: Any = {}
+        for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+            if name in files:
+                config[name] = files[name]
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        config["region"] = region or files.get("region") or "us-east-1"
+        if self.endpoint:
+            config["endpoint"] = self.endpoint
+        timeout, connect = self._timeouts
+        return ObjectStore(
+            self.bucket,
+            prefix=self.prefix or None,
+            config=config,
+            client_options={
+                "allow_http": bool(self.endpoint and self.endpoint.startswith("http://")),
+                "timeout": datetime.timedelta(seconds=timeout),
+                "connect_timeout": datetime.timedelta(seconds=connect),
+            },
+            # One quick retry mends a connection a restart broke; more would
+            # multiply the wait on a dead server (the store backs off instead).
+            retry_config={
+                "max_retries": 1,
+                "retry_timeout": datetime.timedelta(seconds=timeout),
+                "backoff": {
+                    "init_backoff": datetime.timedelta(milliseconds=20),
+                    "max_backoff": datetime.timedelta(milliseconds=100),
+                    "base": 2,
+                },
+            },
+        )
+
+    def _call(self, what: str, fn: Callable[[Any], _T]) -> _T:
+        """Run one request; failures become StoreUnavailableError (S3ConfigError for set-up)."""
+        import obstore.exceptions as oe
+
+        try:
+            return fn(self._client())
+        except (oe.PermissionDeniedError, oe.UnauthenticatedError) as exc:
+            raise S3ConfigError(
+                f"S3 {what} on s3://{self.bucket}/{self.prefix} refused: the credentials "
+                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws/credentials) "
+                f"are not accepted: {_first_line(exc)}"
+            ) from exc
+        except FileNotFoundError as exc:  # obstore raises the builtin for NotFound
+            if "NoSuchBucket" in str(exc):
+                raise S3ConfigError(
+                    f"S3 bucket {self.bucket!r} does not exist at "
+                    f"{self.endpoint or 'AWS'}; create it or fix the spec"
+                ) from exc
+            raise
+        except (oe.AlreadyExistsError, oe.PreconditionError):
+            raise
+        except (oe.BaseError, OSError) as exc:
+            if isinstance(exc, StoreUnavailableError):
+                raise
+            if any(code in str(exc) for code in _REFUSED):  # listing errors are generic
+                raise S3ConfigError(
+                    f"S3 {what} on s3://{self.bucket}/{self.prefix} refused: check the "
+                    f"credentials and the bucket: {_first_line(exc)}"
+                ) from exc
+            raise StoreUnavailableError(f"S3 {what}: {_first_line(exc)}") from exc
+
+    # -- blobs -------------------------------------------------------------------
+    @staticmethod
+    def _name(key: str) -> str:
+        return f"v1/{key}"
+
+    def load(self, key: str) -> bytes | None:
+        import obstore
+
+        try:
+            result = self._call("GET", lambda s: obstore.get(s, self._name(key)))
+            blob = bytes(self._call("GET", lambda s: result.bytes()))
+        except FileNotFoundError:
+            return None
+        if not self.read_only:
+            self._touch_if_old(key, blob, result.meta)
+        return blob
+
+    def _touch_if_old(self, key: str, blob: bytes, meta: Any) -> None:
+        """Record a use: rewrite an entry last written more than ``touch_after`` ago."""
+        import time
+
+        modified = meta["last_modified"].timestamp()
+        if time.time() - modified < self.touch_after or meta.get("e_tag") is None:
+            return
+        with contextlib.suppress(OSError):
+            self._replace(self._name(key), blob, meta["e_tag"])
+
+    def save(self, key: str, blob: bytes) -> None:
+        import obstore
+
+        self._call("PUT", lambda s: obstore.put(s, self._name(key), blob))
+
+    def remove(self, key: str) -> bool:
+        import obstore
+
+        try:
+            self._call("HEAD", lambda s: obstore.head(s, self._name(key)))
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            self._call("DELETE", lambda s: obstore.delete(s, self._name(key)))
+        return True
+
+    def _listing(self) -> Iterator[Any]:
+        import obstore
+
+        stream = self._call("LIST", lambda s: obstore.list(s, "v1/", chunk_size=1000))
+        while True:
+            try:
+                batch = self._call("LIST", lambda s: next(stream))
+            except StopIteration:
+                return
+            yield from batch
+
+    def keys(self) -> Iterator[str]:
+        for meta in self._listing():
+            with contextlib.suppress(ValueError):
+                yield validate_key(meta["path"].rpartition("/")[2])
+
+    def load_header(self, key: str) -> bytes | None:
+        import obstore
+
+        name = self._name(key)
+        try:
+            head = bytes(
+                self._call("GET", lambda s: obstore.get_range(s, name, start=0, length=_HEAD_BYTES))
+            )
+        except FileNotFoundError:
+            return None
+        if len(head) == _HEAD_BYTES:
+            # Long infos (manifests) do not fit the first read: fetch up to their end.
+            klen, ilen = struct.unpack_from("<BI", head, 7)
+            end = codec.PREFIX_SIZE + klen + ilen
+            if end > _HEAD_BYTES:
+                with contextlib.suppress(FileNotFoundError):
+                    head = bytes(
+                        self._call("GET", lambda s: obstore.get_range(s, name, start=0, end=end))
+                    )
+        return head
+
+    def usage(self) -> tuple[int, int] | None:
+        n = size = 0
+        for meta in self._listing():
+            n += 1
+            size += int(meta["size"])
+        return n, size
+
+    def entries(self) -> Iterator[EntryStat]:
+        for meta in self._listing():
+            with contextlib.suppress(ValueError):
+                key = validate_key(meta["path"].rpartition("/")[2])
+                yield EntryStat(key, int(meta["size"]), meta["last_modified"].timestamp())
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(self._given)
+        for name, value in (("compress", self.compress), ("region", self.region)):
+            if value is not None and name not in self.spec:
+                out[name] = value
+        if self.endpoint and "endpoint=" not in self.spec:
+            out["endpoint"] = self.endpoint
+        if self.read_only and "read_only=" not in self.spec:
+            out["read_only"] = True
+        return out
+
+    # -- leases ----------------------------------------------------------------------
+    def lock(self, key: str, deadline: float) -> contextlib.AbstractContextManager[bool]:
+        if self.read_only:  # nothing will be published, so nobody gains from waiting
+            return contextlib.nullcontext(False)
+        return _s3lease.hold(self._ops, f"leases/{key}", deadline, stale_after=self.lease)
+
+    def _create(self, name: str, body: bytes) -> str | None:
+        import obstore
+        import obstore.exceptions as oe
+
+        try:
+            result = self._call("PUT", lambda s: obstore.put(s, name, body, mode="create"))
+        except (oe.AlreadyExistsError, oe.PreconditionError):
+            return None
+        return str(result["e_tag"])
+
+    def _replace(self, name: str, body: bytes, etag: str) -> str | None:
+        import obstore
+        import obstore.exceptions as oe
+
+        mode: Any = {"e_tag": etag}
+        try:
+            result = self._call("PUT", lambda s: obstore.put(s, name, body, mode=mode))
+        except (oe.PreconditionError, oe.AlreadyExistsError, FileNotFoundError):
+            return None
+        return str(result["e_tag"])
+
+    def _read_with_etag(self, name: str) -> tuple[bytes, str] | None:
+        import obstore
+
+        try:
+            result = self._call("GET", lambda s: obstore.get(s, name))
+            body = bytes(self._call("GET", lambda s: result.bytes()))
+        except FileNotFoundError:
+            return None
+        return body, str(result.meta["e_tag"])
+
+    def _delete(self, name: str) -> None:
+        import obstore
+
+        with contextlib.suppress(FileNotFoundError):
+            self._call("DELETE", lambda s: obstore.delete(s, name))
+
+    def close(self) -> None:
+        self._store = None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+class S3Store(BackendStore):
+    """A store in an S3 bucket (or any S3-compatible server), shared by a team or a CI fleet.
+
+    ``spec`` is ``s3://bucket/prefix`` with options ``endpoint=`` (a non-AWS
+    server, e.g. ``http://127.0.0.1:8333``), ``region=``, ``read_only=1``,
+    ``compress=zstd`` and ``secret=`` in the query string or as keywords
+    (keywords win). Credentials come from the AWS environment variables or
+    config files only. Put it behind a local directory
+    (``tiered://dir:///local+s3://...``) so hits are local after the first.
+
+    >>> import stepcache as sc
+    >>> store = sc.open_store("s3://team-cache/gt4py?endpoint=http://127.0.0.1:8333")  # no I/O
+    >>> store.spec
+    's3://team-cache/gt4py?endpoint=http://127.0.0.1:8333'
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        endpoint: str | None = None,
+        region: str | None = None,
+        read_only: bool | None = None,
+        compress: str | None = None,
+        secret: bytes | str | None = None,
+        codec: str = "pickle",
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        touch_after: float = 86400.0,
+        lease: float = 30.0,
+    ) -> None:
+        backend = S3Backend(
+            spec,
+            endpoint=endpoint,
+            region=region,
+            read_only=read_only,
+            compress=compress,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            touch_after=touch_after,
+            lease=lease,
+        )
+        super().__init__(
+            backend,
+            secret=secret if secret is not None else backend.secret,
+            codec=codec,
+            lock_timeout=lock_timeout,
+        )
