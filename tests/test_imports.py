@@ -14,7 +14,8 @@ HEAVY = ("click", "rich", "redis", "numpy", "boto3", "botocore", "obstore", "zst
 
 
 def _loaded_after(code: str) -> list[str]:
-    script = f"import sys, json\n{code}\nprint(json.dumps(sorted(set({HEAVY!r}) & set(sys.modules))))"
+    report = f"print(json.dumps(sorted(set({HEAVY!r}) & set(sys.modules))))"
+    script = f"import sys, json\n{code}\n{report}"
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=50
     )
