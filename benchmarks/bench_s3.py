@@ -82,6 +82,67 @@ def _clients(server: Any, n: int) -> dict[str, Any]:
     return out
 
 
+def _demo_payloads(root: str, programs: int) -> list[bytes]:
+    """The payloads a demo run stores: entry values and artifact trees (as one archive each)."""
+    from pathlib import Path
+
+    from stepcache import codec
+    from stepcache.stores import _archive
+
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stepcache.cli",
+            "--store",
+            root,
+            "demo",
+            "--programs",
+            str(programs),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    payloads = []
+    for path in sorted(Path(root, "v1").glob("*/*/*")):
+        if path.is_dir():
+            payloads.append(_archive.pack_tree(path))
+        else:
+            blob = path.read_bytes()
+            header = codec.read_header(blob)
+            payloads.append(blob[len(blob) - header.payload_bytes :])
+    return payloads
+
+
+def _zstd(programs: int) -> dict[str, Any]:
+    """Bytes and time of the demo's payloads with and without zstd (level 3)."""
+    import tempfile
+    import time
+
+    import zstandard
+
+    with tempfile.TemporaryDirectory() as root:
+        payloads = _demo_payloads(root, programs)
+    compressor, decompressor = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
+    start = time.perf_counter()
+    packed = [compressor.compress(p) for p in payloads]
+    mid = time.perf_counter()
+    for p in packed:
+        decompressor.decompress(p)
+    end = time.perf_counter()
+    raw, small = sum(map(len, payloads)), sum(map(len, packed))
+    return {
+        "programs": programs,
+        "payloads": len(payloads),
+        "raw_bytes": raw,
+        "zstd_bytes": small,
+        "compress_ms": (mid - start) * 1e3,
+        "decompress_ms": (end - mid) * 1e3,
+        "compress_mb_s": raw / (mid - start) / 1e6,
+        "decompress_mb_s": raw / (end - mid) / 1e6,
+    }
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Start a server, measure, stop it; ``{"skipped": reason}`` without weed or the clients."""
     from stepcache.testing.s3_server import NO_WEED_REASON, S3Server, find_weed
@@ -97,6 +158,7 @@ def run(quick: bool) -> dict[str, Any]:
     with S3Server() as server:
         figures: dict[str, Any] = {"machine": h.machine(), "n": n}
         figures["clients"] = _clients(server, n)
+    figures["zstd"] = _zstd(5 if quick else 20)
     return figures
 
 
@@ -112,6 +174,18 @@ def table(figures: dict[str, Any]) -> str:
         lines.append(row)
     o, b = clients["import_ms"]["obstore"]["median"], clients["import_ms"]["boto3"]["median"]
     lines.append(f"| import, ms (median) | {h.fmt(o)} | {h.fmt(b)} | {b / o:.1f}x |")
+    z = figures["zstd"]
+    lines += [
+        "",
+        f"zstd (level 3) on the payloads of `stepcache demo --programs {z['programs']}` "
+        f"({z['payloads']} entries and trees):",
+        "",
+        "| raw bytes | zstd bytes | ratio | compress | decompress |",
+        "|---|---|---|---|---|",
+        f"| {z['raw_bytes']} | {z['zstd_bytes']} | {z['raw_bytes'] / z['zstd_bytes']:.2f}x "
+        f"| {h.fmt(z['compress_ms'])} ms ({h.fmt(z['compress_mb_s'])} MB/s) "
+        f"| {h.fmt(z['decompress_ms'])} ms ({h.fmt(z['decompress_mb_s'])} MB/s) |",
+    ]
     return "\n".join(lines)
 
 
