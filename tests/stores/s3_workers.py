@@ -29,3 +29,35 @@ def rounds_of_one_key(
 
         results.append(store.get_or_compute(key(1000 + r), compute, timeout=60))
     return results
+
+
+def hold_key(
+    spec: str, env: dict[str, str], k: str, holding: Any, release: Any, lease: float
+) -> None:
+    """Compute ``k`` and, while holding its lease, wait for ``release`` (or to be killed)."""
+    os.environ.update(env)
+    store = open_store(spec, lease=lease)
+
+    def compute() -> str:
+        holding.set()
+        release.wait(60)
+        return "from the holder"
+
+    store.get_or_compute(k, compute, timeout=60)
+
+
+def compute_marked(
+    start: Any, spec: str, env: dict[str, str], k: str, calls: str, lease: float
+) -> str:
+    """``get_or_compute(k)``, leaving a marker file per computation."""
+    os.environ.update(env)
+    store = open_store(spec, lease=lease)
+
+    def compute() -> str:
+        with open(os.path.join(calls, str(os.getpid())), "x"):
+            pass
+        return "from a waiter"
+
+    start.wait(timeout=60)
+    value: str = store.get_or_compute(k, compute, timeout=60)
+    return value

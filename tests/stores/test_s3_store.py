@@ -183,3 +183,20 @@ def test_a_hit_on_an_old_entry_records_its_use_once(
     assert S3Store(s3_spec, touch_after=0.0, read_only=True)[key(1)] == "old"
     assert S3Store(s3_spec)[key(1)] == "old"  # written just now: no rewrite
     assert len(rewrites) == 1
+
+
+def test_a_damaged_tree_archive_is_a_counted_miss_never_served(
+    s3_spec: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "build"
+    src.mkdir()
+    (src / "lib.so").write_bytes(b"\x7fELF" * 100)
+    store = S3Store(s3_spec, secret="team")
+    store.put_dir(key(1), src)
+    blob = raw(store, key(1))
+    assert blob is not None
+    store.backend.save(key(1), blob[:-10] + b"x" * 10)  # damage inside the archive
+    reader = S3Store(s3_spec, secret="team")
+    assert reader.get_dir(key(1)) is None
+    assert reader.stats().errors == 1
+    assert raw(reader, key(1)) is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -98,3 +99,34 @@ def test_eight_processes_on_two_directories_compute_each_key_once(
     assert all(r == [f"round {n}" for n in range(20)] for r in results)
     per_round = [sum(1 for m in calls.iterdir() if m.name.startswith(f"{n}-")) for n in range(20)]
     assert per_round == [1] * 20
+
+
+@pytest.mark.slow
+def test_server_killed_mid_run_loses_no_result_and_writes_resume_after_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(S3Backend, "backoff", 0.3)
+    with S3Server() as server:
+        for name, value in server.env.items():
+            monkeypatch.setenv(name, value)
+        remote = f"s3://{server.bucket}/outage?endpoint={server.endpoint}"
+        store = open_store(tiered(tmp_path / "local", remote, "remote_backoff=0.3"))
+        assert isinstance(store, TieredStore)
+        results = [store.get_or_compute(key(n), lambda n=n: n * n) for n in range(10)]
+        server.kill()
+        results += [store.get_or_compute(key(n), lambda n=n: n * n) for n in range(10, 20)]
+        assert results == [n * n for n in range(20)]
+        assert all(store.local[key(n)] == n * n for n in range(20))  # 0 lost results
+        assert store.stats().remote_errors >= 1
+        server.start()
+        s3 = S3Store(remote)
+        # Bounded: the back-off is 0.3 s; each call is a new key, so it is a write.
+        deadline = time.monotonic() + 30
+        n = 20
+        while time.monotonic() < deadline:
+            assert store.get_or_compute(key(n), lambda n=n: n * n) == n * n
+            if key(n) in s3:
+                break
+            n += 1
+        assert key(n) in s3  # writes resumed
+        assert all(s3[key(k)] == k * k for k in range(10))  # kept across the restart
