@@ -19,12 +19,10 @@ from store_workers import run_all
 from stepcache.stores import _s3lease
 from stepcache.stores.s3 import S3Store
 from stepcache.testing.contract import key
-from stepcache.testing.s3_server import S3Server, s3_server_fixture
+from stepcache.testing.s3_server import S3Server
 
 pytest.importorskip("obstore", reason="the s3 extra is not installed: pip install -e '.[s3]'")
 pytestmark = pytest.mark.timeout(120)
-
-s3_server = s3_server_fixture()
 ctx = multiprocessing.get_context("spawn")
 LEASE = 1.0
 

@@ -19,12 +19,10 @@ from stepcache.stores.s3 import S3Backend, S3Store
 from stepcache.stores.tiered import TieredStore
 from stepcache.testing import StoreContract
 from stepcache.testing.contract import key
-from stepcache.testing.s3_server import S3Server, s3_server_fixture
+from stepcache.testing.s3_server import S3Server
 
 pytest.importorskip("obstore", reason="the s3 extra is not installed: pip install -e '.[s3]'")
 pytestmark = pytest.mark.timeout(180)
-
-s3_server = s3_server_fixture()
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 from stepcache import codec
 from stepcache.errors import StoreUnavailableError
+from stepcache.stores import _maintenance
+from stepcache.stores._dirstate import PruneResult, VerifyResult
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, Store
 
@@ -69,13 +71,14 @@ class BackendStore(Store):
             self._counters.add("remote_errors")
             with self._down_lock:
                 self._down_until = time.monotonic() + type(self.backend).backoff
-            self._say_once(
-                "down",
-                "stepcache: %s unavailable (%s); skipping it for %.0f s",
-                self.spec,
-                exc,
-                type(self.backend).backoff,
-            )
+            if not getattr(exc, "permanent", False):  # a set-up error is said by the caller
+                self._say_once(
+                    "down",
+                    "stepcache: %s unavailable (%s); skipping it for %.0f s",
+                    self.spec,
+                    exc,
+                    type(self.backend).backoff,
+                )
             raise
 
     @property
@@ -114,13 +117,51 @@ class BackendStore(Store):
     def _usage(self) -> tuple[int, int]:
         try:
             usage = self._call(self.backend.usage)
-        except StoreUnavailableError:
+        except StoreUnavailableError as exc:
+            if getattr(exc, "permanent", False):  # a set-up error: say so, do not show 0
+                raise
             return 0, 0
         return super()._usage() if usage is None else usage
 
     def entries(self) -> Iterator[EntryStat]:
         """Size and last use of every entry (for eviction and listings)."""
         return iter(self._call(lambda: list(self.backend.entries())))
+
+    def prune(
+        self,
+        max_bytes: int | None = None,
+        max_age: float | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Evict entries unused for longer than ``max_age`` s, then the least recently used
+        until the store holds at most ``max_bytes``; ``dry_run`` removes nothing."""
+        if not dry_run:
+            self._check_writable()
+        return _maintenance.prune(
+            self.entries,
+            lambda key: self._call(lambda: self.backend.remove(key)),
+            max_bytes,
+            max_age,
+            progress=progress,
+            dry_run=dry_run,
+        )
+
+    def verify(
+        self, *, repair: bool = False, progress: Callable[[int], None] | None = None
+    ) -> VerifyResult:
+        """Read and check every entry (checksum, signature, decoding); ``repair`` drops the bad."""
+        if repair:
+            self._check_writable()
+        return _maintenance.verify(
+            self._iter_keys(),
+            self._load,
+            self._remove if repair else None,
+            self._secret,
+            self.codec == "pickle",
+            progress,
+        )
 
     @contextlib.contextmanager
     def _external_lock(self, key: str, deadline: float) -> Iterator[bool]:

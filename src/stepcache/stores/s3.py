@@ -44,7 +44,13 @@ __all__ = ["S3Backend", "S3ConfigError", "S3Store", "parse_spec"]
 _T = TypeVar("_T")
 _HEAD_BYTES: Final = 4096
 _TRUE: Final = ("1", "true", "yes", "on")
-_REFUSED: Final = ("403 Forbidden", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+_REFUSED: Final = (
+    "403 Forbidden",
+    "NoSuchBucket",
+    "AccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+)
 _QUERY: Final = ("endpoint", "region", "read_only", "compress", "secret")
 _DEFAULTS: Final[dict[str, Any]] = {
     "timeout": 5.0,
@@ -56,6 +62,9 @@ _DEFAULTS: Final[dict[str, Any]] = {
 
 class S3ConfigError(StoreUnavailableError):
     """The bucket does not exist or the credentials are refused: fix the set-up, not a blip."""
+
+    #: not an outage: listings and the CLI report it instead of showing an empty store
+    permanent = True
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
@@ -209,17 +218,10 @@ class S3Backend(Backend):
         try:
             return fn(self._client())
         except (oe.PermissionDeniedError, oe.UnauthenticatedError) as exc:
-            raise S3ConfigError(
-                f"S3 {what} on s3://{self.bucket}/{self.prefix} refused: the credentials "
-                "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws/credentials) "
-                f"are not accepted: {_first_line(exc)}"
-            ) from exc
+            raise self._config_error(what, exc) from exc
         except FileNotFoundError as exc:  # obstore raises the builtin for NotFound
             if "NoSuchBucket" in str(exc):
-                raise S3ConfigError(
-                    f"S3 bucket {self.bucket!r} does not exist at "
-                    f"{self.endpoint or 'AWS'}; create it or fix the spec"
-                ) from exc
+                raise self._config_error(what, exc) from exc
             raise
         except (oe.AlreadyExistsError, oe.PreconditionError):
             raise
@@ -227,11 +229,20 @@ class S3Backend(Backend):
             if isinstance(exc, StoreUnavailableError):
                 raise
             if any(code in str(exc) for code in _REFUSED):  # listing errors are generic
-                raise S3ConfigError(
-                    f"S3 {what} on s3://{self.bucket}/{self.prefix} refused: check the "
-                    f"credentials and the bucket: {_first_line(exc)}"
-                ) from exc
+                raise self._config_error(what, exc) from exc
             raise StoreUnavailableError(f"S3 {what}: {_first_line(exc)}") from exc
+
+    def _config_error(self, what: str, exc: BaseException) -> S3ConfigError:
+        if "NoSuchBucket" in str(exc):
+            return S3ConfigError(
+                f"S3 bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS'}; "
+                "create it or fix the spec"
+            )
+        return S3ConfigError(
+            f"S3 {what} on s3://{self.bucket}/{self.prefix} refused: the credentials "
+            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws/credentials) "
+            "are not accepted"
+        )
 
     # -- blobs -------------------------------------------------------------------
     @staticmethod
