@@ -54,6 +54,7 @@ __all__ = [
     "pack_entry",
     "read_header",
     "unpack_entry",
+    "verify_entry",
 ]
 
 MAGIC: Final = b"\x93SCE"
@@ -289,15 +290,12 @@ def read_header(blob: bytes | memoryview, *, key: str | None = None) -> EntryHea
     return EntryHeader(entry_key, name, created, plen, total, signed, info, compressed)
 
 
-def unpack_entry(
-    blob: bytes | memoryview,
-    key: str,
-    *,
-    secret: bytes | None = None,
-    allow_pickle: bool = True,
-) -> Any:
-    """Verify an entry and return its value; raise :class:`CorruptEntry` if it does not verify."""
-    flags, codec_id, klen, ilen, plen, _, checksum = _parse_prefix(blob)
+def verify_entry(blob: bytes | memoryview, key: str, *, secret: bytes | None = None) -> int:
+    """Check length, key, checksum and (with ``secret``) the signature, decoding nothing.
+
+    Returns where the payload starts; raises :class:`CorruptEntry` if any check fails.
+    """
+    flags, _, klen, ilen, plen, _, checksum = _parse_prefix(blob)
     signed = flags & _FLAG_SIGNED
     start = PREFIX_SIZE + klen + ilen + (_SIG_SIZE if signed else 0)
     if len(blob) != start + plen:
@@ -316,7 +314,20 @@ def unpack_entry(
 
         if not hmac.compare_digest(expected, bytes(view[sig_at:start])):
             raise CorruptEntry("signature mismatch")
-    payload: bytes | memoryview = view[start:]
+    return start
+
+
+def unpack_entry(
+    blob: bytes | memoryview,
+    key: str,
+    *,
+    secret: bytes | None = None,
+    allow_pickle: bool = True,
+) -> Any:
+    """Verify an entry and return its value; raise :class:`CorruptEntry` if it does not verify."""
+    start = verify_entry(blob, key, secret=secret)
+    flags, codec_id = blob[5], blob[6]
+    payload: bytes | memoryview = memoryview(blob)[start:]
     if flags & _FLAG_ZSTD:
         payload = _decompress(payload)
     try:
