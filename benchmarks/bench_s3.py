@@ -84,10 +84,9 @@ def _clients(server: Any, n: int) -> dict[str, Any]:
 
 def _demo_payloads(root: str, programs: int) -> list[bytes]:
     """The payloads a demo run stores: entry values and artifact trees (as one archive each)."""
-    from pathlib import Path
-
     from stepcache import codec
-    from stepcache.stores import _archive
+    from stepcache.stores import artifacts
+    from stepcache.stores.directory import DirectoryStore
 
     subprocess.run(
         [
@@ -103,14 +102,18 @@ def _demo_payloads(root: str, programs: int) -> list[bytes]:
         check=True,
         capture_output=True,
     )
+    store = DirectoryStore(root)
     payloads = []
-    for path in sorted(Path(root, "v1").glob("*/*/*")):
-        if path.is_dir():
-            payloads.append(_archive.pack_tree(path))
+    for key in sorted(store):
+        blob = store.backend.load(key)
+        assert blob is not None
+        header = codec.read_header(blob)
+        tree = store.get_dir(key, count=False) if header.codec == "tree" else None
+        if tree is not None:  # as a remote tier holds it: manifest and archive
+            payloads.append(artifacts.encode(artifacts.build_manifest(tree), tree))
         else:
-            blob = path.read_bytes()
-            header = codec.read_header(blob)
             payloads.append(blob[len(blob) - header.payload_bytes :])
+    store.close()
     return payloads
 
 

@@ -31,10 +31,11 @@ from stepcache.fingerprint import field, fingerprint, register_fingerprint
 from stepcache.identity import Toolchain, code_identity, toolchain
 from stepcache.step import Chain, FunctionStep, NamedSteps, Step, StepBase, chain, step
 from stepcache.stores._stats import MissRecord, Stats, StepStats
-from stepcache.stores.base import Store, validate_key
-from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.backend import Backend, EntryStat
+from stepcache.stores.base import Store, VerifyResult, validate_key
+from stepcache.stores.directory.store import DirectoryStore
 from stepcache.stores.memory import MemoryStore
-from stepcache.stores.registry import open_store, reset_registry
+from stepcache.stores.registry import open_store, register_backend, reset_registry
 from stepcache.stores.tiered import TieredStore
 
 if TYPE_CHECKING:
@@ -44,12 +45,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "Backend",
     "CachedDirStep",
     "CachedStep",
     "Chain",
     "CompilerError",
     "DirectoryStore",
     "EntryHeader",
+    "EntryStat",
     "FunctionStep",
     "InvalidKeyError",
     "LockTimeoutError",
@@ -71,12 +74,14 @@ __all__ = [
     "StoreUnavailableError",
     "UnfingerprintableError",
     "UnsafeStoreError",
+    "VerifyResult",
     "__version__",
     "chain",
     "code_identity",
     "field",
     "fingerprint",
     "open_store",
+    "register_backend",
     "register_fingerprint",
     "reset_registry",
     "step",

@@ -259,11 +259,14 @@ class CachedStep(StepBase):
         """
         key, label = self.key_for(inp), self.label_for(inp)
         # Verified, not just present: a damaged entry would miss on the next call.
-        if self.store._lookup(key) is not MISSING:
+        if self._present(key):
             return MissReport(True, key, self.name, label)
         return compare_to_nearest(
             self.store.headers(), key, self.name, label, self.manifest_for(inp)
         )
+
+    def _present(self, key: str) -> bool:
+        return self.store.peek(key, MISSING) is not MISSING
 
     def replace(self, **changes: Any) -> CachedStep:
         """Replace own fields; forward every other name to the wrapped step's ``replace``."""
@@ -309,6 +312,9 @@ class CachedDirStep(CachedStep):
     >>> build("lap") == build("lap"), sorted(p.name for p in build("lap").iterdir())
     (True, ['liblap.so'])
     """
+
+    def _present(self, key: str) -> bool:
+        return self.store.get_dir(key, count=False) is not None
 
     def __call__(self, inp: Any, /) -> Path:
         return self.store.get_or_compute_dir(

@@ -49,6 +49,8 @@ __all__ = [
     "CODECS",
     "CorruptEntry",
     "EntryHeader",
+    "TreePayload",
+    "compress_entry",
     "decode_value",
     "header_size",
     "pack_entry",
@@ -72,8 +74,8 @@ _CHECKSUM_AT: Final = PREFIX_SIZE - 8
 #: creation times past this (the year 5138) are damage, and would break date formatting
 _MAX_CREATED: Final = 1e11
 
-PICKLE, RAW, SAFE = 0, 1, 2
-CODECS: Final[Mapping[str, int]] = {"pickle": PICKLE, "raw": RAW, "safe": SAFE}
+PICKLE, RAW, SAFE, TREE = 0, 1, 2, 3
+CODECS: Final[Mapping[str, int]] = {"pickle": PICKLE, "raw": RAW, "safe": SAFE, "tree": TREE}
 _CODEC_NAMES: Final = {v: k for k, v in CODECS.items()}
 
 
@@ -113,10 +115,20 @@ class EntryHeader:
         return str(self.info.get("label", ""))
 
 
+class TreePayload(bytes):
+    """The payload of an artifact tree entry (see :mod:`stepcache.stores.artifacts`).
+
+    Stored under its own codec id, so a tree entry is never mistaken for a
+    value, whatever the store's codec.
+    """
+
+
 def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
     """Serialise ``value``: bytes are stored raw; otherwise the store's codec."""
     if type(value) is bytes:
         return RAW, value
+    if type(value) is TreePayload:
+        return TREE, bytes(value)
     if codec == "pickle":
         return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if codec == "safe":
@@ -159,6 +171,8 @@ def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bo
         return bytes(payload)
     if codec_id == SAFE:
         return json.loads(bytes(payload))
+    if codec_id == TREE:
+        return TreePayload(payload)
     if codec_id == PICKLE:
         if not allow_pickle:
             raise CorruptEntry("pickled entry in a store that only accepts the safe codec")
@@ -208,6 +222,18 @@ def pack_entry(
             payload = packed
             flags |= _FLAG_ZSTD
     stamp = time.time() if created is None else created
+    return _assemble(kb, ib, payload, codec_id, flags, stamp, secret)
+
+
+def _assemble(
+    kb: bytes,
+    ib: bytes,
+    payload: bytes,
+    codec_id: int,
+    flags: int,
+    stamp: float,
+    secret: bytes | None,
+) -> bytes:
     fields = (MAGIC, FORMAT_VERSION, flags, codec_id, len(kb), len(ib), len(payload), stamp)
     prefix = bytearray(_PREFIX.pack(*fields, 0))
     parts = [kb, ib, payload]
@@ -222,13 +248,36 @@ def pack_entry(
     return b"".join((prefix, *parts))
 
 
+def compress_entry(blob: bytes, key: str, *, secret: bytes | None, method: str = "zstd") -> bytes:
+    """The same entry with its payload compressed (re-signed with ``secret``), or ``blob`` itself.
+
+    ``blob`` itself when it is compressed already, when compressing would not
+    shrink it, or when it is signed and no ``secret`` is given to sign the
+    result. Raises :class:`CorruptEntry` if ``blob`` does not verify.
+    """
+    start = verify_entry(blob, key, secret=secret)
+    flags, codec_id, klen, ilen, _, created, _ = _parse_prefix(blob)
+    if flags & _FLAG_ZSTD or (flags & _FLAG_SIGNED and secret is None):
+        return blob
+    payload = blob[start:]
+    packed = _compress(payload, method)
+    if len(packed) >= len(payload):
+        return blob
+    kb, ib = (
+        blob[PREFIX_SIZE : PREFIX_SIZE + klen],
+        blob[PREFIX_SIZE + klen : PREFIX_SIZE + klen + ilen],
+    )
+    signing = secret if flags & _FLAG_SIGNED else None
+    return _assemble(kb, ib, packed, codec_id, flags | _FLAG_ZSTD, created, signing)
+
+
 def _compress(payload: bytes, method: str) -> bytes:
     if method not in COMPRESSIONS:
         raise ValueError(f"compress must be one of {COMPRESSIONS} or None, not {method!r}")
     import zstandard
 
-    # Level 3 (zstd's default): the measured sweet spot for compiled
-    # artifacts, where higher levels cost time for a few percent.
+    # Level 3, zstd's default: the demo's entries shrink tenfold at 170 MB/s
+    # (docs/object-stores.md); higher levels would slow every write.
     return zstandard.ZstdCompressor(level=3, write_content_size=True).compress(payload)
 
 
@@ -291,9 +340,8 @@ def read_header(blob: bytes | memoryview, *, key: str | None = None) -> EntryHea
 
 
 def verify_entry(blob: bytes | memoryview, key: str, *, secret: bytes | None = None) -> int:
-    """Check length, key, checksum and (with ``secret``) the signature, decoding nothing.
-
-    Returns where the payload starts; raises :class:`CorruptEntry` if any check fails.
+    """Check an entry's length, key, checksum and (with ``secret``) signature; return the
+    offset of its payload. Raise :class:`CorruptEntry` if it does not verify; decodes nothing.
     """
     flags, _, klen, ilen, plen, _, checksum = _parse_prefix(blob)
     signed = flags & _FLAG_SIGNED

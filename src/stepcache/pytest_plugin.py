@@ -217,8 +217,8 @@ def _other_processes(spec: str, since: float, known: set[Any]) -> list[dict[str,
     """
     if not spec.startswith("dir://"):
         return []
-    from stepcache.stores._dirstate import read_named_stats
     from stepcache.stores._fsutil import HOST, parse_owner
+    from stepcache.stores.directory.statsfiles import read_named_stats
 
     try:
         named = read_named_stats(spec[len("dir://") :] + "/stats", since=since)

@@ -81,7 +81,8 @@ def exercise_writes(store: DirectoryStore, tmp_path: Path) -> None:
     assert cached(3) == big_build(3)
     assert cached(3) == big_build(3)  # computed again: nothing could be stored
     src = make_src(tmp_path / "build", BIG)
-    assert store.put_dir(key(4), src) == src  # not stored: the original is handed back
+    with pytest.raises(OSError, match="cannot store"):
+        store.put_dir(key(4), src)  # not stored, and it says so: never src as if stored
     assert (src / "lib.so").stat().st_size == BIG + 4
 
 
@@ -163,7 +164,7 @@ CHILD = textwrap.dedent(
     import stepcache as sc
     from stepcache.stores.directory import DirectoryStore
     from stepcache.testing import key
-    import stepcache.cached, stepcache.fingerprint, stepcache.stores._archive  # before setuid
+    import stepcache.cached, stepcache.fingerprint, stepcache.stores.artifacts  # before setuid
 
     root, src = sys.argv[1], Path(sys.argv[2])
     os.setgid(int(sys.argv[3]))
@@ -173,7 +174,7 @@ CHILD = textwrap.dedent(
         "hit": store[key(9)],
         "set": store.set(key(1), "x"),
         "computed": store.get_or_compute(key(2), lambda: "y"),
-        "put_dir": str(store.put_dir(key(3), src)),
+        "put_dir": str(store.get_or_compute_dir(key(3), lambda: src)),
     }
     out["errors"] = store.stats().errors
     print(json.dumps(out))
@@ -219,7 +220,7 @@ def test_a_process_without_write_permission_computes_uncached(
             "hit": store[key(9)],
             "set": store.set(key(1), "x"),
             "computed": store.get_or_compute(key(2), lambda: "y"),
-            "put_dir": str(store.put_dir(key(3), src)),
+            "put_dir": str(store.get_or_compute_dir(key(3), lambda: src)),
             "errors": store.stats().errors,
         }
         for path in [root, *root.rglob("*")]:

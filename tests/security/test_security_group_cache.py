@@ -54,7 +54,7 @@ def test_lock_and_lease_files_of_a_group_cache_are_group_writable(
 ) -> None:
     with umask(0o022):
         store = DirectoryStore(tmp_path / "team", shared=True, secret="team", lock_backend=backend)
-        with store._locks.hold(key(1), time.monotonic() + 5) as held:
+        with store.backend.locks.hold(key(1), time.monotonic() + 5) as held:
             leases = store.path / "leases"
             (made,) = leases.iterdir()
             assert held

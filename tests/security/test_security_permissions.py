@@ -64,7 +64,7 @@ def test_a_new_store_is_private_whatever_the_umask(tmp_path: Path, mask: int) ->
     with umask(mask):
         store = DirectoryStore(tmp_path / "cache")
         store[key(1)] = "entry"
-        with store._locks.hold(key(2), 0.0):  # a lock file exists while held
+        with store.backend.locks.hold(key(2), 0.0):  # a lock file exists while held
             lock_mode = mode(tmp_path / "cache" / "leases" / f"{key(2)}.lock")
         store.close()  # writes the stats file
     root = tmp_path / "cache"
@@ -198,9 +198,9 @@ def test_shared_travels_with_the_store_options_and_pickles(tmp_path: Path) -> No
     store = sc.open_store(tmp_path / "team", shared=True)
     assert isinstance(store, DirectoryStore)
     assert store.shared
-    assert store._options()["shared"] is True
+    assert store.options()["shared"] is True
     assert pickle.loads(pickle.dumps(store)) is store  # reopened through the registry
-    assert "shared" not in sc.open_store(tmp_path / "mine")._options()
+    assert "shared" not in sc.open_store(tmp_path / "mine").options()
     assert sc.open_store(f"dir://{tmp_path / 'team'}", shared=True) is store
 
 

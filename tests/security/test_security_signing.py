@@ -144,7 +144,7 @@ def test_the_secret_can_come_from_the_environment(
     plant(store, key(1), codec.pack_entry(key(1), Touch(marker)))
     assert store.get(key(1)) is None
     assert not marker.exists()
-    assert "secret" not in store._options()  # reread from the environment where it reopens
+    assert "secret" not in store.options()  # reread from the environment where it reopens
 
 
 def test_an_empty_secret_is_refused_rather_than_silently_signing_nothing(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def redis_url(redis_server: RedisServer) -> str:
 
 def redis_raw(store: Store) -> Callable[[str, bytes], None]:
     def put(k: str, blob: bytes) -> None:
-        store._client.set(f"{store.prefix}e:{k}", blob)
+        store.backend.client.set(f"{store.prefix}e:{k}", blob)
 
     return put
 

@@ -102,7 +102,8 @@ def test_a_write_through_a_symlinked_fanout_fails_quietly_and_lands_nowhere(
     with caplog.at_level(logging.WARNING, logger="stepcache"):
         assert store.set(K, "value") is False
         assert store.get_or_compute(K, lambda: "computed") == "computed"
-        assert store.put_dir(K, src) == src  # not stored: handed back
+        with pytest.raises(OSError, match="cannot store"):
+            store.put_dir(K, src)  # not stored, and it says so
     assert snapshot(outside) == before
     assert store.stats().errors == 3  # set, get_or_compute, put_dir
     writes = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]

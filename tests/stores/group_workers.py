@@ -99,6 +99,6 @@ def share_as(
         found["tree"] = None if tree is None else (tree / "lib.so").read_bytes()
         store["03" * 16] = "from the reader"
         start.wait(timeout=30)
-    errors = store._counters.snapshot().errors
+    errors = store.counters.snapshot().errors
     store.close()
     return {**found, "errors": errors}

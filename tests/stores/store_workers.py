@@ -126,7 +126,7 @@ def hammer(start: Any, path: str, worker: int, instances: int, ops: int) -> dict
         else:
             value = store.get(k)
             bad += value is not None and not is_whole(k, value)
-    snaps = [s._counters.snapshot() for s in stores]
+    snaps = [s.counters.snapshot() for s in stores]
     return {
         "bad": bad,
         "errors": sum(s.errors for s in snaps),
@@ -218,7 +218,7 @@ def evicting_writer(start: Any, path: str, max_bytes: int, writes: int) -> int:
     for i in range(writes):
         k = key(i % 40)
         store[k] = checked_value(k, i, 5000)
-    return store._counters.snapshot().evictions
+    return store.counters.snapshot().evictions
 
 
 def racing_reader(start: Any, path: str, reads: int, seed: int) -> dict[str, int]:
@@ -231,7 +231,7 @@ def racing_reader(start: Any, path: str, reads: int, seed: int) -> dict[str, int
         k = key(rng.randrange(40))
         value = store.get(k)
         bad += value is not None and not is_whole(k, value)
-    snap = store._counters.snapshot()
+    snap = store.counters.snapshot()
     return {"bad": bad, "errors": snap.errors, "lookups": snap.hits + snap.misses}
 
 
@@ -258,7 +258,7 @@ def run_pipeline(
     cached = CachedStep(CountingTranslate(opt_level=2), open_store(store_path), version="1")
     start.wait(timeout=60)
     outputs = [cached(p) for p in programs] if run else []
-    snap = cached.store._counters.snapshot()
+    snap = cached.store.counters.snapshot()
     return {
         "keys": [cached.key_for(p) for p in programs],
         "outputs": outputs,

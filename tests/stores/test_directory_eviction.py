@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import store_workers as w
 
-from stepcache.stores import _dirstate
-from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory import DirectoryStore, eviction
 from stepcache.testing import key
 
 pytestmark = pytest.mark.timeout(60)
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.timeout(60)
 def backdate(store: DirectoryStore, keys: list[str], seconds: float) -> None:
     then = time.time() - seconds
     for k in keys:
-        os.utime(store._path(k), (then, then))
+        os.utime(store.backend.path(k), (then, then))
 
 
 @pytest.mark.parametrize(
@@ -36,14 +35,14 @@ def test_max_bytes_holds_within_ten_percent_after_a_burst(
     units: int,
 ) -> None:
     # Parts this small (2 entries) keep the test fast; real parts hold about 32.
-    monkeypatch.setattr(_dirstate.Cleaner, "unit_entries", 2)
+    monkeypatch.setattr(eviction.Cleaner, "unit_entries", 2)
     store = DirectoryStore(tmp_path / "cache", max_bytes=max_bytes)
     payload = os.urandom(value_size)
     for n in range(writes):
         store[key(n)] = payload
     stats = store.stats()
-    assert store._cleaner is not None
-    assert store._cleaner.units == units
+    assert store.backend.cleaner is not None
+    assert store.backend.cleaner.units == units
     assert 0.5 * max_bytes <= stats.bytes <= 1.1 * max_bytes, stats.bytes / max_bytes
     assert stats.evictions + stats.entries == writes
 
@@ -70,7 +69,7 @@ def test_prune_evicts_least_recently_used_down_to_the_budget(tmp_path: Path) -> 
     for age, k in enumerate(reversed(keys)):
         store[k] = bytes(1000)
         backdate(store, [k], 100 + age)
-    size = os.path.getsize(store._path(keys[0]))
+    size = os.path.getsize(store.backend.path(keys[0]))
     progress: list[int] = []
     result = store.prune(max_bytes=int(size * 10.5), progress=progress.append)
     assert (result.removed, result.entries, result.freed) == (10, 10, 10 * size)

@@ -31,7 +31,7 @@ def test_get_or_compute_leaves_no_lock_files(tmp_path: Path) -> None:
 def test_waiter_past_its_timeout_computes_itself(tmp_path: Path, backend: str) -> None:
     holder = DirectoryStore(tmp_path / "cache", lock_backend=backend)
     waiter = DirectoryStore(tmp_path / "cache", lock_backend=backend)
-    with holder._locks.hold(key(1), time.monotonic() + 10) as held:
+    with holder.backend.locks.hold(key(1), time.monotonic() + 10) as held:
         assert held
         assert waiter.get_or_compute(key(1), lambda: "own", timeout=0.2) == "own"
     assert waiter.stats().misses == 1
@@ -42,7 +42,7 @@ def test_waiter_past_its_timeout_computes_itself(tmp_path: Path, backend: str) -
 def test_a_held_key_does_not_block_other_keys(tmp_path: Path, backend: str) -> None:
     holder = DirectoryStore(tmp_path / "cache", lock_backend=backend)
     other = DirectoryStore(tmp_path / "cache", lock_backend=backend)
-    with holder._locks.hold(key(1), time.monotonic() + 60):
+    with holder.backend.locks.hold(key(1), time.monotonic() + 60):
         # A wait on key(1)'s lock would outlast the test's deadline.
         assert other.get_or_compute(key(2), lambda: "free", timeout=60) == "free"
 
@@ -56,7 +56,7 @@ def test_flock_unsupported_falls_back_to_lease_files(
     monkeypatch.setattr(fcntl, "flock", no_flock)
     store = DirectoryStore(tmp_path / "cache")
     assert store.get_or_compute(key(1), lambda: 1) == 1
-    assert store._locks.backend == "lease"
+    assert store.backend.locks.backend == "lease"
     assert store.get_or_compute(key(2), lambda: 2) == 2
     assert os.listdir(store.path / "leases") == []
 
@@ -83,7 +83,7 @@ def test_abandoned_lease_is_taken_over(tmp_path: Path, owner: str) -> None:
 def test_live_lease_of_this_process_is_waited_for(tmp_path: Path) -> None:
     holder = DirectoryStore(tmp_path / "cache", lock_backend="lease")
     waiter = DirectoryStore(tmp_path / "cache", lock_backend="lease")
-    with holder._locks.hold(key(1), time.monotonic() + 10):
+    with holder.backend.locks.hold(key(1), time.monotonic() + 10):
         assert waiter.get_or_compute(key(1), lambda: "own", timeout=0.2) == "own"
         assert os.listdir(holder.path / "leases") == [f"{key(1)}.lease"]
     assert os.listdir(holder.path / "leases") == []

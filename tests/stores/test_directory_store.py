@@ -30,7 +30,7 @@ class TestDirectoryStore(StoreContract):
 
     def corrupt(self, store: Any, k: str, kind: str) -> None:
         # Damage the file in place, as a crash or another program would.
-        path = Path(store._path(k))
+        path = Path(store.backend.path(k))
         path.write_bytes(damage(path.read_bytes(), kind))
 
 
@@ -101,7 +101,7 @@ def test_open_store_passes_options_and_keeps_them_on_pickling(tmp_path: Path) ->
     store = open_store(tmp_path / "cache", max_bytes=10_000, durable=True)
     assert isinstance(store, DirectoryStore)
     assert (store.max_bytes, store.durable) == (10_000, True)
-    assert store._options() == {"max_bytes": 10_000, "durable": True}
+    assert store.options() == {"max_bytes": 10_000, "durable": True}
     assert open_store(tmp_path / "cache") is not store
 
 
@@ -131,14 +131,14 @@ def test_zero_length_foreign_and_directory_entries_are_misses(tmp_path: Path) ->
     store = DirectoryStore(tmp_path / "cache")
     for n in range(3):
         store[key(n)] = n
-    Path(store._path(key(0))).write_bytes(b"")
-    Path(store._path(key(1))).write_bytes(b"<html>not an entry</html>")
-    os.unlink(store._path(key(2)))
-    os.mkdir(store._path(key(2)))
+    Path(store.backend.path(key(0))).write_bytes(b"")
+    Path(store.backend.path(key(1))).write_bytes(b"<html>not an entry</html>")
+    os.unlink(store.backend.path(key(2)))
+    os.mkdir(store.backend.path(key(2)))
     assert [store.get(key(n)) for n in range(3)] == [None, None, None]
     assert store.stats().errors == 3
-    assert not os.path.exists(store._path(key(0)))
-    assert not os.path.exists(store._path(key(1)))
+    assert not os.path.exists(store.backend.path(key(0)))
+    assert not os.path.exists(store.backend.path(key(1)))
 
 
 def test_header_of_an_entry_with_long_info_reads_all_of_it(tmp_path: Path) -> None:
@@ -157,10 +157,10 @@ def test_a_hit_marks_an_old_entry_recently_used(tmp_path: Path) -> None:
     store[key(2)] = 2
     old = time.time() - 3600
     for k in (key(1), key(2)):
-        os.utime(store._path(k), (old, old))
+        os.utime(store.backend.path(k), (old, old))
     assert store[key(1)] == 1
-    assert os.stat(store._path(key(1))).st_mtime > old + 3000
-    assert os.stat(store._path(key(2))).st_mtime == pytest.approx(old)
+    assert os.stat(store.backend.path(key(1))).st_mtime > old + 3000
+    assert os.stat(store.backend.path(key(2))).st_mtime == pytest.approx(old)
 
 
 # -- artifact directories --------------------------------------------------------
@@ -231,7 +231,7 @@ def test_prune_sweeps_leftovers_of_dead_writers(tmp_path: Path) -> None:
     (tmp / f"{_fsutil.HOST}-{pid}-00ff.tmp").write_bytes(b"half an entry")
     (tmp / f"{_fsutil.HOST}-{pid}-0aff.dir").mkdir()
     (tmp / f"{_fsutil.HOST}-{os.getpid()}-0bff.tmp").write_bytes(b"being written")
-    orphan = Path(store._path(key(2)) + ".d")
+    orphan = Path(store.backend.path(key(2)) + ".d")
     orphan.mkdir(parents=True)
     old = time.time() - 7200
     os.utime(orphan, (old, old))
@@ -247,7 +247,7 @@ def test_verify_reports_and_repairs_bad_entries(tmp_path: Path) -> None:
     store = DirectoryStore(tmp_path / "cache")
     for n in range(4):
         store[key(n)] = n
-    Path(store._path(key(0))).write_bytes(b"junk")
+    Path(store.backend.path(key(0))).write_bytes(b"junk")
     (tmp_path / "src").mkdir()
     os.rmdir(store.put_dir(key(9), tmp_path / "src"))
     progress: list[int] = []

@@ -52,16 +52,19 @@ def test_a_tree_of_an_old_build_is_not_taken_for_an_orphan(tmp_path: Path, move:
     # Between publishing a tree and writing its entry, only the tree's age tells a
     # put_dir in progress from a leftover: a fresh tree must not be swept meanwhile.
     assert stored.stat().st_mtime > HOURS_AGO + 3600
-    os.unlink(store._path(key(1)))
+    os.unlink(store.backend.path(key(1)))
     assert store.prune().swept == 0
     assert (stored / "lib.so").exists()
     assert store.verify().corrupt == ()
 
 
-def test_put_dir_counts_the_files_and_bytes_of_the_tree(tmp_path: Path) -> None:
+def test_a_tree_entry_is_no_value_and_says_it_is_a_tree(tmp_path: Path) -> None:
     store = DirectoryStore(tmp_path / "cache")
-    store.put_dir(key(1), old_build(tmp_path / "build"))
-    assert store.get(key(1)) == {"kind": "dir", "files": 2, "bytes": 3012}
+    store.put_dir(key(1), old_build(tmp_path / "build"), info={"label": "lap"})
+    assert store.get(key(1)) is None  # a miss, never the manifest
+    header = store.header(key(1))
+    assert header is not None
+    assert (header.codec, header.info["kind"], header.label) == ("tree", "tree", "lap")
 
 
 def test_write_atomic_creates_a_missing_destination_that_is_also_the_temp_dir(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import stepcache as sc
+from stepcache.errors import StoreUnavailableError
 from stepcache.stores.redis import RedisStore
 from stepcache.testing.contract import key
 from stepcache.testing.redis_server import RedisServer, redis_server_fixture
@@ -81,12 +82,12 @@ def test_live_holder_keeps_the_lock_and_a_killed_one_loses_it(redis_url: str) ->
         assert holding.wait(60)
         store = RedisStore(redis_url, lock_lease=1.0)
         # Three leases long: only the holder's heartbeat keeps the lock that long.
-        with store._external_lock(key(1), time.monotonic() + 3.0) as held:
+        with store.backend.lock(key(1), time.monotonic() + 3.0) as held:
             assert held is False
     finally:
         os.kill(holder.pid, signal.SIGKILL)  # type: ignore[arg-type]
         holder.join(30)
-    with store._external_lock(key(1), time.monotonic() + 60) as held:
+    with store.backend.lock(key(1), time.monotonic() + 60) as held:
         assert held is True
     assert store.get_or_compute(key(1), lambda: "taken over", timeout=60) == "taken over"
     store.close()
@@ -95,29 +96,30 @@ def test_live_holder_keeps_the_lock_and_a_killed_one_loses_it(redis_url: str) ->
 def test_lock_is_released_for_the_next_holder(redis_url: str) -> None:
     store = RedisStore(redis_url)
     other = RedisStore(redis_url)
-    with store._external_lock(key(1), time.monotonic() + 5) as held:
+    with store.backend.lock(key(1), time.monotonic() + 5) as held:
         assert held is True
-        with other._external_lock(key(1), time.monotonic()) as waiting:
+        with other.backend.lock(key(1), time.monotonic()) as waiting:
             assert waiting is False
-    with other._external_lock(key(1), time.monotonic()) as held_next:
+    with other.backend.lock(key(1), time.monotonic()) as held_next:
         assert held_next is True
-    assert store._client.exists(f"{store.prefix}l:{key(1)}") == 0
+    assert store.backend.client.exists(f"{store.prefix}l:{key(1)}") == 0
     store.close()
     other.close()
 
 
-def test_lock_on_a_dead_server_yields_false_instead_of_raising(tmp_path: Path) -> None:
-    store = RedisStore(f"unix://{tmp_path}/none.sock")
-    with store._external_lock(key(1), time.monotonic() + 5) as held:
-        assert held is False
-    assert store.stats().remote_errors >= 1
+def test_lock_on_a_dead_server_computes_at_once_and_counts_it(tmp_path: Path) -> None:
+    store = RedisStore(f"unix://{tmp_path}/none.sock", backoff=0)
+    with pytest.raises(StoreUnavailableError, match="Redis lock"):  # the backend says why
+        store.backend.__class__.lock(store.backend, key(1), time.monotonic() + 5).__enter__()
+    assert store.get_or_compute(key(1), lambda: "computed", timeout=600) == "computed"
+    assert store.stats().remote_errors >= 2  # the read and the lock; no wait for a lock
     store.close()
 
 
 def test_read_only_store_takes_no_lock(redis_url: str) -> None:
     writer = RedisStore(redis_url)
     reader = RedisStore(redis_url, read_only=True)
-    with writer._external_lock(key(1), time.monotonic() + 5) as held:
+    with writer.backend.lock(key(1), time.monotonic() + 5) as held:
         assert held is True
         assert reader.get_or_compute(key(1), lambda: "own", timeout=30) == "own"
     writer.close()

@@ -35,7 +35,7 @@ class TestRedisStore(StoreContract):
 
 
 def raw(store: RedisStore, k: str) -> Any:
-    return store._client.get(store._entry(k))
+    return store.backend.client.get(store.backend.entry_name(k))
 
 
 # -- opening and specs -------------------------------------------------------
@@ -47,7 +47,7 @@ def test_open_store_is_lazy_and_a_dead_server_is_a_counted_miss(tmp_path: Path) 
     assert store.get_or_compute(key(2), lambda: "computed") == "computed"
     assert key(1) not in store
     stats = store.stats()
-    assert stats.remote_errors >= 3
+    assert stats.remote_errors == 1  # then the server is skipped for the back-off period
     assert (stats.hits, stats.writes, stats.entries) == (0, 0, 0)
 
 
@@ -66,7 +66,7 @@ def test_password_stays_out_of_the_spec_and_travels_as_an_option(redis_server: R
     store = RedisStore("redis://:hunter2@localhost:6379/0?prefix=team:")
     assert store.spec == "redis://localhost:6379/0?prefix=team:"
     assert "hunter2" not in repr(store)
-    assert store._options()["password"] == "hunter2"
+    assert store.options()["password"] == "hunter2"
     user = RedisStore("redis://alice:hunter2@localhost/1")
     assert user.spec == "redis://alice@localhost/1"
 
@@ -76,14 +76,14 @@ def test_prefix_and_ttl_come_from_the_url_and_keywords_win(redis_url: str) -> No
     assert store.prefix == redis_url.rpartition("prefix=")[2]
     assert store.ttl == 3600.0
     store[key(1)] = 1
-    assert 0 < store._client.pttl(store._entry(key(1))) <= 3_600_000
+    assert 0 < store.backend.client.pttl(store.backend.entry_name(key(1))) <= 3_600_000
     assert RedisStore(redis_url, prefix="other:", ttl=5).ttl == 5
 
 
 def test_entries_without_ttl_never_expire(redis_url: str) -> None:
     store = RedisStore(redis_url)
     store[key(1)] = 1
-    assert store._client.pttl(store._entry(key(1))) == -1
+    assert store.backend.client.pttl(store.backend.entry_name(key(1))) == -1
 
 
 def test_prefixes_keep_stores_apart_even_with_glob_characters(redis_server: RedisServer) -> None:
@@ -102,7 +102,7 @@ def test_pickled_store_reopens_with_its_options(redis_url: str) -> None:
     store[key(1)] = "shared"
     clone = pickle.loads(pickle.dumps(store))
     assert clone is store
-    assert (clone.lock_lease, clone.max_entry_bytes, clone.ttl) == (2.0, 1000, 60)
+    assert (clone.backend.lock_lease, clone.backend.max_entry_bytes, clone.ttl) == (2.0, 1000, 60)
 
 
 def test_usage_counts_entry_bytes(redis_url: str) -> None:
@@ -138,17 +138,20 @@ def test_entry_over_the_size_limit_is_skipped_counted_and_logged_once(
     assert sum("max_entry_bytes" in r.getMessage() for r in caplog.records) == 1
 
 
-def test_directory_over_the_size_limit_is_not_stored_but_returned(
+def test_directory_over_the_size_limit_is_not_stored_and_says_why(
     redis_url: str, tmp_path: Path
 ) -> None:
     src = tmp_path / "build"
     src.mkdir()
     (src / "big.so").write_bytes(bytes(50_000))
     store = RedisStore(redis_url, max_entry_bytes=10_000)
-    copy = store.put_dir(key(1), src)
-    assert tree(copy) == tree(src)
+    with pytest.raises(OSError, match="max_entry_bytes"):
+        store.put_dir(key(1), src)
+    assert (src / "big.so").exists()
     assert store.get_dir(key(1)) is None
     assert store.stats().errors == 1
+    built = store.get_or_compute_dir(key(2), lambda: src)  # the build is never lost
+    assert built == src
 
 
 def test_directory_round_trips_through_another_client(redis_url: str, tmp_path: Path) -> None:
@@ -177,9 +180,9 @@ def test_missing_secret_is_warned_about_once(
 def test_entry_signed_with_another_secret_is_never_unpickled(redis_url: str) -> None:
     store = RedisStore(redis_url, secret="ours")
     forged = pack_entry(key(1), {"evil": True}, secret=b"theirs")
-    store._client.set(store._entry(key(1)), forged)
+    store.backend.client.set(store.backend.entry_name(key(1)), forged)
     unsigned = pack_entry(key(2), {"evil": True})
-    store._client.set(store._entry(key(2)), unsigned)
+    store.backend.client.set(store.backend.entry_name(key(2)), unsigned)
     assert store.get(key(1)) is None
     assert store.get(key(2)) is None
     assert store.stats().errors == 2
@@ -195,7 +198,7 @@ def test_secret_from_the_environment_signs_entries(
     header = store.header(key(1))
     assert header is not None
     assert header.signed
-    assert "secret" not in store._options()  # the environment provides it wherever it reopens
+    assert "secret" not in store.options()  # the environment provides it wherever it reopens
 
 
 # -- outages ----------------------------------------------------------------------
@@ -219,7 +222,7 @@ def test_server_killed_mid_use_turns_into_misses_and_skipped_writes() -> None:
         assert store.get_or_compute(key(2), lambda: "computed") == "computed"
         assert key(1) not in store
         stats = store.stats()
-        assert stats.remote_errors >= 3
+        assert stats.remote_errors == 1  # then skipped for the back-off period
         assert stats.writes == 1
 
 
@@ -238,7 +241,7 @@ def test_rejected_password_is_a_counted_miss_and_the_right_one_works() -> None:
 
 def test_unresponsive_server_times_out_into_a_miss() -> None:
     with RedisServer() as server:
-        store = RedisStore(server.url, socket_timeout=0.2)
+        store = RedisStore(server.url, socket_timeout=0.2, backoff=0)
         store[key(1)] = "before"
         server.pause()
         try:
@@ -248,4 +251,21 @@ def test_unresponsive_server_times_out_into_a_miss() -> None:
             server.resume()
         assert store.stats().remote_errors == 2
         assert store[key(1)] == "before"
+        store.close()
+
+
+def test_a_silent_server_costs_one_timeout_per_back_off_period() -> None:
+    with RedisServer() as server:
+        store = RedisStore(server.url, socket_timeout=0.2, backoff=600)
+        server.pause()
+        try:
+            got = [store.get(key(n), "miss") for n in range(21)]
+            got.append(store.get_or_compute(key(99), lambda: "computed"))
+            assert store.set(key(1), 1) is False
+        finally:
+            server.resume()
+        assert got == ["miss"] * 21 + ["computed"]
+        assert store.stats().remote_errors == 1  # one timeout, then no network time at all
+        with pytest.raises(StoreUnavailableError, match="backing off"):
+            list(store)
         store.close()

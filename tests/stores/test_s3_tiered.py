@@ -6,6 +6,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from s3_workers import rounds_of_one_key
@@ -17,7 +18,7 @@ from stepcache.demo.runner import run_suite
 from stepcache.stores.directory import DirectoryStore
 from stepcache.stores.s3 import S3Backend, S3Store
 from stepcache.stores.tiered import TieredStore
-from stepcache.testing import StoreContract
+from stepcache.testing import StoreContract, damage
 from stepcache.testing.contract import key
 from stepcache.testing.s3_server import S3Server
 
@@ -45,6 +46,12 @@ def tiered(local: Path, remote: str, *flags: str) -> str:
 
 
 class TestTieredDirectoryAndS3(StoreContract):
+    def corrupt(self, store: Any, k: str, kind: str) -> None:
+        # A bad entry in the shared tier, which this machine does not have yet.
+        blob = store.remote.backend.load(k)
+        store.local.backend.remove(k)
+        store.remote.backend.save(k, damage(blob, kind))
+
     @pytest.fixture
     def store(self, tmp_path: Path, s3_spec: str) -> TieredStore:
         return TieredStore(tiered(tmp_path / "local", s3_spec))

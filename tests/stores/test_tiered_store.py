@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import stepcache as sc
+from stepcache.errors import StoreUnavailableError
 from stepcache.stores.directory import DirectoryStore
 from stepcache.stores.redis import RedisStore
 from stepcache.stores.tiered import TieredStore
@@ -43,9 +44,9 @@ def machines(redis_url: str, tmp_path: Path) -> Iterator[tuple[TieredStore, Tier
 class _TieredContract(StoreContract):
     def corrupt(self, store: Any, k: str, kind: str) -> None:
         # A bad entry in the shared tier, which this machine does not have yet.
-        blob = store.remote._load(k)
-        store.local._remove(k)
-        store.remote._save(k, damage(blob, kind))
+        blob = store.remote.backend.load(k)
+        store.local.backend.remove(k)
+        store.remote.backend.save(k, damage(blob, kind))
 
 
 class TestTieredDirectoryOverRedis(_TieredContract):
@@ -104,7 +105,7 @@ def test_intact_remote_copy_replaces_a_damaged_local_one(
 ) -> None:
     a, _ = machines
     a[key(1)] = {"value": 1}
-    a.local._save(key(1), damage(a.local._load(key(1)), "flip"))  # type: ignore[arg-type]
+    a.local.backend.save(key(1), damage(a.local.backend.load(key(1)), "flip"))  # type: ignore[arg-type]
     assert a[key(1)] == {"value": 1}
     stats = a.stats()
     assert (stats.errors, stats.backfills) == (1, 1)
@@ -154,7 +155,7 @@ def test_remote_is_used_again_after_the_backoff(tmp_path: Path) -> None:
         server.start()
         store[key(2)] = "backing off"
         assert key(2) not in store.remote
-        store._remote_down_until = 0.0  # the back-off period is over
+        store.reset_backoff()  # the back-off period is over
         store[key(3)] = "after"
         assert store.remote[key(3)] == "after"
         assert store.stats().remote_errors == 1
@@ -174,7 +175,7 @@ def test_remote_too_small_for_a_directory_keeps_it_locally(redis_url: str, tmp_p
     assert store.get_dir(key(1)) == path
     stats = store.stats()
     assert (stats.errors, stats.remote_errors) == (1, 0)  # the entry, not the remote, failed
-    assert store._remote_up()
+    assert store.remote_up()
     store.close()
 
 
@@ -205,7 +206,7 @@ def test_keywords_win_over_spec_flags(redis_url: str) -> None:
     ["tiered://", "tiered://?local=memory://", "tiered://?local=a&remote=b&color=red"],
 )
 def test_bad_spec_says_what_is_expected(spec: str) -> None:
-    with pytest.raises(ValueError, match=r"tiered://\?local=<spec>&remote=<spec>"):
+    with pytest.raises(StoreUnavailableError, match=r"tiered://\?local=<spec>&remote=<spec>"):
         TieredStore(spec)
 
 

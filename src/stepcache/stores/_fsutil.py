@@ -9,8 +9,8 @@ files still being written and swept. ``fsync`` happens only when asked
 its checksum and reads as a miss.
 
 Below a store's root every write, rename and removal goes through directory
-fds that follow no symlink (:mod:`stepcache.stores._beneath`); artifact
-trees enter the same way (:mod:`stepcache.stores._trees`). Modes are
+fds that follow no symlink (:mod:`stepcache.stores.directory.beneath`); artifact
+trees enter the same way (:mod:`stepcache.stores.directory.trees`). Modes are
 0700/0600, or 2770/0660 in a group directory, whatever the umask.
 
 >>> import tempfile, pathlib
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Final
 
-from stepcache.stores._beneath import (
+from stepcache.stores.directory.beneath import (
     DIR_FLAGS,
     NEW_FILE,
     common_dir,
@@ -42,7 +42,7 @@ from stepcache.stores._beneath import (
     rename_beneath,
     rmtree_at,
 )
-from stepcache.stores._trees import TreeModes, adopt_tree, copy_into
+from stepcache.stores.directory.trees import TreeModes, adopt_tree, copy_into
 
 __all__ = [
     "HOST",
@@ -153,7 +153,7 @@ def write_atomic(path: str, data: bytes, tmp_dir: str, *, durable: bool = False)
 
     The parent of ``path`` and ``tmp_dir`` are created on demand. Below the
     deepest directory holding both (a store's root) no symlink is followed
-    (see :func:`~stepcache.stores._beneath.open_dir`): a symlink planted in a
+    (see :func:`~stepcache.stores.directory.beneath.open_dir`): a symlink planted in a
     cache never redirects the write. ``durable=True`` fsyncs the file before
     the rename and the directory after.
     """

@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from stepcache.stores import _fsutil
-from stepcache.stores._beneath import is_group_dir, open_leaf
+from stepcache.stores.directory.beneath import is_group_dir, open_leaf
 
 __all__ = ["BACKENDS", "KeyLocks"]
 
@@ -201,16 +201,10 @@ class KeyLocks:
 
         Waits until ``deadline`` (a ``time.monotonic()`` value) at most. An
         error of the lock directory itself (permissions, full disk, a
-        symlink in its place) yields ``False`` after a warning rather than
-        failing the caller.
+        symlink in its place) raises :class:`OSError`: the caller decides
+        whether to compute without the lock.
         """
-        try:
-            release = self._acquire(name, deadline)
-        except OSError as exc:
-            self._warn(
-                "lock", "stepcache: cannot lock in %s (%s); computing unlocked", self.path, exc
-            )
-            release = None
+        release = self._acquire(name, deadline)
         try:
             yield release is not None
         finally:

@@ -1,9 +1,8 @@
-"""``prune`` and ``verify`` for any store that lists its entries with size and last use.
+"""``prune`` for any store whose backend lists its entries with size and last use.
 
-A directory store has its own (it also sweeps temp files and stats); these
-serve stores over a :class:`~stepcache.Backend`, such as S3, where the
-listing already carries each entry's size and last use, so pruning reads no
-entry and verifying reads each entry once.
+A directory store has its own (it also sweeps temp files and stats); this
+serves backends such as S3, where one listing carries each entry's size and
+last use, so pruning reads no entry.
 """
 
 from __future__ import annotations
@@ -11,13 +10,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from stepcache import codec
-from stepcache.stores._dirstate import PruneResult, VerifyResult
 from stepcache.stores.backend import EntryStat
+from stepcache.stores.directory.eviction import PruneResult
 
-__all__ = ["plan", "prune", "verify"]
-
-_PROGRESS_EVERY = 100
+__all__ = ["plan", "prune"]
 
 
 def plan(
@@ -70,32 +66,3 @@ def prune(
             freed += entry.size
     total = sum(e.size for e in listed)
     return PruneResult(removed, freed, 0, len(listed) - removed, total - freed)
-
-
-def verify(
-    keys: Iterator[str],
-    load: Callable[[str], bytes | None],
-    remove: Callable[[str], bool] | None,
-    secret: bytes | None,
-    allow_pickle: bool,
-    progress: Callable[[int], None] | None = None,
-) -> VerifyResult:
-    """Read and check each entry (length, checksum, signature, decoding); ``remove`` the bad."""
-    checked = repaired = 0
-    bad: list[tuple[str, str]] = []
-    for key in keys:
-        blob = load(key)
-        if blob is None:  # removed meanwhile
-            continue
-        checked += 1
-        try:
-            codec.unpack_entry(blob, key, secret=secret, allow_pickle=allow_pickle)
-        except codec.CorruptEntry as exc:
-            bad.append((key, str(exc)))
-            if remove is not None:
-                repaired += remove(key)
-        if progress is not None and checked % _PROGRESS_EVERY == 0:
-            progress(_PROGRESS_EVERY)
-    if progress is not None:
-        progress(checked % _PROGRESS_EVERY)
-    return VerifyResult(checked, tuple(bad), repaired)

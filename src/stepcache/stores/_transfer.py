@@ -7,14 +7,15 @@ The archive is a tar file, zstd-compressed when its name ends in ``.zst``::
     trees/<key>/...         the files of an artifact tree, where the source
                             keeps trees as files (a directory store)
 
-Export verifies each blob (length, key, checksum, and the signature when
-the source has a secret) without decoding it, and leaves out what fails.
-Import verifies again against the destination's secret: a value entry is
-stored byte for byte, so the signature made where it was computed is kept.
-A tree is published through the destination's ``put_dir`` (as files or as
-one archive, whichever the destination keeps), with the entry's info. Archive
-members are extracted with tarfile's ``data`` filter into a private temporary
-directory: no links, devices or paths outside it.
+Export reads each entry verified (length, key, checksum, and the signature
+when the source has a secret); damaged ones are left out. Import verifies
+again against the destination's secret and stores each blob byte for byte,
+so the signature made where it was computed is kept, also for a tree whose
+files travel in the same form (as files into a store that keeps files, as
+the archive inside the entry into one that does not); a tree changing form
+is published through the destination's ``put_dir`` with a new manifest.
+Archive members are extracted into a private temporary directory, refusing
+links, devices and paths outside it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stepcache import codec
-from stepcache.stores import _archive
+from stepcache.stores import artifacts
 from stepcache.stores.base import Store, validate_key
 
 __all__ = ["ExportResult", "ImportResult", "export_entries", "import_entries"]
@@ -92,12 +93,12 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _verified(store: Store, key: str, blob: bytes) -> codec.EntryHeader | None:
-    try:
-        codec.verify_entry(blob, key, secret=store._secret)
-        return codec.read_header(blob, key=key)
-    except codec.CorruptEntry:
+def _tree_of(blob: bytes, key: str, secret: bytes | None) -> artifacts.TreeValue | None:
+    """The tree in a verified tree entry, or ``None`` for a value entry."""
+    if codec.read_header(blob, key=key).codec != "tree":
         return None
+    payload = codec.unpack_entry(blob, key, secret=secret, allow_pickle=False)
+    return artifacts.decode(payload)
 
 
 def export_entries(
@@ -111,18 +112,17 @@ def export_entries(
     written = trees = skipped = 0
     with _open_archive(path, "w") as tar:
         for key in list(store if keys is None else keys):
-            blob = store._load(key)
-            header = None if blob is None else _verified(store, key, blob)
-            if blob is None or header is None:
+            blob = store.read_blob(key)
+            if blob is None:
                 skipped += 1
                 continue
-            if header.info.get("kind") == "dir" and header.codec != "raw":
-                # Not an archive inside the entry: a marker beside the tree's files.
-                tree = store.get_dir(key)
-                if tree is None:
+            tree = _tree_of(blob, key, store.secret)
+            if tree is not None and tree.archive is None:  # the files are kept beside the entry
+                files = store.get_dir(key, count=False)
+                if files is None:
                     skipped += 1
                     continue
-                tar.add(tree, arcname=f"trees/{key}", recursive=True)
+                tar.add(files, arcname=f"trees/{key}", recursive=True)
                 trees += 1
             _add_bytes(tar, f"entries/{key}", blob)
             written += 1
@@ -177,17 +177,33 @@ def import_entries(
 
 def _import_one(store: Store, key: str, blob: bytes, scratch: Path) -> tuple[bool, bool]:
     """(stored, was a tree) for one entry of the archive."""
-    header = _verified(store, key, blob)
-    if header is None:
+    try:
+        codec.verify_entry(blob, key, secret=store.secret)
+        header = codec.read_header(blob, key=key)
+        tree = _tree_of(blob, key, store.secret)
+    except (codec.CorruptEntry, ValueError):
         return False, False
+    if tree is None:
+        return store.write_blob(key, blob, step=header.step), False
     files = scratch / "trees" / key
-    if header.info.get("kind") != "dir":
-        return store._save_blob(key, blob, header.step), False
-    info = {k: v for k, v in header.info.items() if k != "kind"}
-    if not files.is_dir():  # an archive inside the entry (from a remote tier)
-        payload = codec.unpack_entry(blob, key, secret=store._secret, allow_pickle=False)
-        if not isinstance(payload, bytes):
+    keeps_files = bool(getattr(store.backend, "keeps_files", False))
+    if not keeps_files and tree.archive is not None:
+        return store.write_blob(key, blob, step=header.step), True
+    if keeps_files and tree.archive is None:
+        if not files.is_dir() or artifacts.check_tree(files, tree.manifest) is not None:
             return False, True
-        files = _archive.unpack_tree(payload, scratch / "unpacked" / key)
-    stored = store.put_dir(key, files, info=info)
-    return stored != files, True
+        try:  # the same files and the same signed manifest
+            store.backend.put_tree(key, files, move=True)
+        except OSError:
+            return False, True
+        return store.write_blob(key, blob, step=header.step), True
+    if tree.archive is not None:  # from a store without files into one with them
+        files = artifacts.unpack(tree, scratch / "unpacked" / key)
+    elif not files.is_dir():
+        return False, True
+    info = {k: v for k, v in header.info.items() if k != "kind"}
+    try:
+        store.put_dir(key, files, info=info, move=True)
+    except (OSError, ValueError):
+        return False, True
+    return True, True

@@ -75,9 +75,9 @@ class Backend(abc.ABC):
     #: nothing is written through this backend (set by backends opened read-only)
     read_only: bool = False
     #: seconds a store skips this backend after it raised StoreUnavailableError (0: never)
-    backoff: ClassVar[float] = 0.0
+    backoff: float = 0.0
     #: the storage is shared by several machines (entries should be signed)
-    shared: ClassVar[bool] = False
+    shared: bool = False
 
     # -- required ----------------------------------------------------------
     @abc.abstractmethod

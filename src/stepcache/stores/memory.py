@@ -6,9 +6,38 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from stepcache.stores.backend import Backend
 from stepcache.stores.base import Store
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemoryBackend", "MemoryStore"]
+
+
+class MemoryBackend(Backend):
+    """Blobs in a dict of this process (``memory://name``)."""
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+        self.spec = f"memory://{name}"
+        self._data: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def load(self, key: str) -> bytes | None:
+        return self._data.get(key)
+
+    def save(self, key: str, blob: bytes) -> None:
+        with self._lock:
+            self._data[key] = blob
+
+    def remove(self, key: str) -> bool:
+        with self._lock:
+            return self._data.pop(key, None) is not None
+
+    def keys(self) -> Iterator[str]:
+        return iter(list(self._data))
+
+    def usage(self) -> tuple[int, int]:
+        with self._lock:
+            return len(self._data), sum(map(len, self._data.values()))
 
 
 class MemoryStore(Store):
@@ -27,26 +56,7 @@ class MemoryStore(Store):
     """
 
     def __init__(self, name: str = "", **options: Any) -> None:
-        super().__init__(**options)
+        if name.startswith("memory://"):
+            name = name[len("memory://") :]
+        super().__init__(MemoryBackend(name), **options)
         self.name = name
-        self.spec = f"memory://{name}"
-        self._data: dict[str, bytes] = {}
-        self._lock = threading.Lock()
-
-    def _load(self, key: str) -> bytes | None:
-        return self._data.get(key)
-
-    def _save(self, key: str, blob: bytes) -> None:
-        with self._lock:
-            self._data[key] = blob
-
-    def _remove(self, key: str) -> bool:
-        with self._lock:
-            return self._data.pop(key, None) is not None
-
-    def _iter_keys(self) -> Iterator[str]:
-        return iter(list(self._data))
-
-    def _usage(self) -> tuple[int, int]:
-        with self._lock:
-            return len(self._data), sum(map(len, self._data.values()))

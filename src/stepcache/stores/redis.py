@@ -9,9 +9,11 @@ one lease.
 
 Nothing connects at construction; every operation uses short timeouts and
 turns Redis errors (refused, timed out, auth, out of memory) into
-:class:`~stepcache.StoreUnavailableError`, which the base class counts and
-treats as a miss or a skipped write. Put a :class:`~stepcache.TieredStore` in
-front to keep a local copy and skip a failing server for a while.
+:class:`~stepcache.StoreUnavailableError`, which the store counts and treats
+as a miss or a skipped write; it then skips the server for ``backoff``
+seconds (30 by default), so a dead or silent server costs one timeout per
+period, not one per lookup. Put a :class:`~stepcache.TieredStore` in front to
+keep a local copy.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from redis.retry import Retry
 
 from stepcache import codec
 from stepcache.errors import StoreUnavailableError
+from stepcache.stores.backend import Backend
 from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, Store, validate_key
 
-__all__ = ["DEFAULT_MAX_ENTRY_BYTES", "RedisStore"]
+__all__ = ["DEFAULT_BACKOFF", "DEFAULT_MAX_ENTRY_BYTES", "RedisBackend", "RedisStore"]
 
 _T = TypeVar("_T")
 DEFAULT_URL: Final = "redis://localhost:6379/0"
+#: seconds a store skips a server that failed (one timeout per period, not per lookup)
+DEFAULT_BACKOFF: Final = 30.0
 #: Redis strings hold at most 512 MiB; a team cache should refuse far less.
 DEFAULT_MAX_ENTRY_BYTES: Final = 64 * 2**20
 _DEFAULTS: Final[dict[str, Any]] = {
@@ -47,6 +52,7 @@ _DEFAULTS: Final[dict[str, Any]] = {
     "connect_timeout": 1.0,
     "lock_lease": 10.0,
     "max_entry_bytes": DEFAULT_MAX_ENTRY_BYTES,
+    "backoff": 30.0,
 }
 _HEAD_BYTES: Final = 4096
 _SCAN_COUNT: Final = 1000
@@ -82,23 +88,12 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
-class RedisStore(Store):
-    """A store in Redis, shared by every process and machine that can reach the server.
+class RedisBackend(Backend):
+    """Entry blobs in Redis, one string per key; options as for :class:`RedisStore`.
 
-    ``url`` is ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...``
-    (TLS) or ``unix:///path/to/redis.sock[?db=N]``; ``?prefix=...&ttl=...`` in
-    the URL set those options too (keywords win). Entries expire ``ttl``
-    seconds after they were written (``None``: never; let the server's
-    ``maxmemory-policy allkeys-lru`` evict instead). Entries larger than
-    ``max_entry_bytes`` (default 64 MiB; Redis's own limit is 512 MiB) are not
-    stored: counted in ``stats().errors``, logged once. Without a secret
-    (``secret=`` or ``$STEPCACHE_SECRET``) it logs a warning once: anyone who
-    can write to the server could then run code in every reader through pickle.
+    Every Redis failure is raised as :class:`~stepcache.StoreUnavailableError`
+    (the store counts it and backs off for ``backoff`` seconds).
 
-    >>> import stepcache as sc
-    >>> store = sc.open_store("redis://localhost:6379/0?prefix=team:")  # no I/O yet
-    >>> store.prefix, store.spec
-    ('team:', 'redis://localhost:6379/0?prefix=team:')
     """
 
     def __init__(
@@ -106,19 +101,18 @@ class RedisStore(Store):
         url: str = DEFAULT_URL,
         *,
         ttl: float | None = None,
-        secret: bytes | str | None = None,
         prefix: str | None = None,
         read_only: bool = False,
-        codec: str = "pickle",
         password: str | None = None,
         socket_timeout: float = 5.0,
         connect_timeout: float = 1.0,
-        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         lock_lease: float = 10.0,
         max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
+        backoff: float = DEFAULT_BACKOFF,
     ) -> None:
-        super().__init__(read_only=read_only, secret=secret, codec=codec, lock_timeout=lock_timeout)
         self.spec, connect_url, own, url_password = _split_url(url)
+        self.read_only = read_only
+        self.backoff = backoff
         password = password or url_password
         self.prefix = prefix if prefix is not None else own.get("prefix", "stepcache:")
         if not self.prefix:
@@ -129,28 +123,20 @@ class RedisStore(Store):
         self.max_entry_bytes = max_entry_bytes
         given = {
             "ttl": ttl,
-            "secret": secret,
             "prefix": prefix,
             "password": password,
             "socket_timeout": socket_timeout,
             "connect_timeout": connect_timeout,
             "lock_lease": lock_lease,
             "max_entry_bytes": max_entry_bytes,
+            "backoff": backoff,
         }
         self._given = {k: v for k, v in given.items() if v != _DEFAULTS.get(k)}
-        self._client = self._make_client(connect_url, password, socket_timeout, connect_timeout)
-        # A store dropped without close() must not leave sockets to the GC.
-        self._finalizer = weakref.finalize(self, self._client.close)
-        self._release = self._client.register_script(_RELEASE)
-        self._renew = self._client.register_script(_RENEW)
-        if self._secret is None:
-            self._say_once(
-                "unsigned",
-                "stepcache: %s is shared but has no secret, so entries are not signed and "
-                "anyone who can write to the server can run code in every reader; set "
-                "STEPCACHE_SECRET (the same on every client) or pass secret=",
-                self.spec,
-            )
+        self.client = self._make_client(connect_url, password, socket_timeout, connect_timeout)
+        # A backend dropped without close() must not leave sockets to the GC.
+        self._finalizer = weakref.finalize(self, self.client.close)
+        self._release = self.client.register_script(_RELEASE)
+        self._renew = self.client.register_script(_RENEW)
 
     def _make_client(
         self, url: str, password: str | None, socket_timeout: float, connect_timeout: float
@@ -171,7 +157,7 @@ class RedisStore(Store):
                 "rediss://... or unix:///path/to/redis.sock"
             ) from exc
 
-    def _entry(self, key: str) -> str:
+    def entry_name(self, key: str) -> str:
         return f"{self.prefix}e:{key}"
 
     def _call(self, what: str, fn: Callable[[], _T]) -> _T:
@@ -179,29 +165,30 @@ class RedisStore(Store):
         try:
             return fn()
         except redis.RedisError as exc:
-            self._counters.add("remote_errors")
             raise StoreUnavailableError(f"Redis {what}: {type(exc).__name__}: {exc}") from exc
 
     # -- entry blobs -------------------------------------------------------
-    def _load(self, key: str) -> bytes | None:
-        return cast("bytes | None", self._call("GET", lambda: self._client.get(self._entry(key))))
+    def load(self, key: str) -> bytes | None:
+        return cast(
+            "bytes | None", self._call("GET", lambda: self.client.get(self.entry_name(key)))
+        )
 
-    def _save(self, key: str, blob: bytes) -> None:
+    def save(self, key: str, blob: bytes) -> None:
         if len(blob) > self.max_entry_bytes:
             raise OSError(
                 errno.EFBIG,
                 f"entry of {len(blob)} bytes exceeds max_entry_bytes={self.max_entry_bytes}",
             )
         px = None if self.ttl is None else max(1, int(self.ttl * 1000))
-        self._call("SET", lambda: self._client.set(self._entry(key), blob, px=px))
+        self._call("SET", lambda: self.client.set(self.entry_name(key), blob, px=px))
 
-    def _remove(self, key: str) -> bool:
-        return bool(self._call("DEL", lambda: self._client.delete(self._entry(key))))
+    def remove(self, key: str) -> bool:
+        return bool(self._call("DEL", lambda: self.client.delete(self.entry_name(key))))
 
-    def _load_header(self, key: str) -> bytes | None:
-        name = self._entry(key)
+    def load_header(self, key: str) -> bytes | None:
+        name = self.entry_name(key)
         head = cast(
-            bytes, self._call("GETRANGE", lambda: self._client.getrange(name, 0, _HEAD_BYTES - 1))
+            bytes, self._call("GETRANGE", lambda: self.client.getrange(name, 0, _HEAD_BYTES - 1))
         )
         if not head:
             return None
@@ -211,70 +198,50 @@ class RedisStore(Store):
             end = codec.PREFIX_SIZE + klen + ilen
             if end > _HEAD_BYTES:
                 head = cast(
-                    bytes, self._call("GETRANGE", lambda: self._client.getrange(name, 0, end - 1))
+                    bytes, self._call("GETRANGE", lambda: self.client.getrange(name, 0, end - 1))
                 )
         return head
-
-    def header(self, key: str) -> codec.EntryHeader | None:
-        """The header of the entry under ``key``, or ``None`` (also when Redis is unreachable)."""
-        try:
-            return super().header(key)
-        except StoreUnavailableError as exc:
-            self._say_once("read", "stepcache: cannot read from %s: %s", self.spec, exc)
-            return None
 
     def _scan(self) -> Iterator[list[bytes]]:
         """Batches of entry names, via SCAN (never KEYS, which blocks the server)."""
         pattern = _glob_escape(self.prefix) + "e:*"
         cursor = 0
         while True:
-            scan = functools.partial(self._client.scan, cursor, match=pattern, count=_SCAN_COUNT)
+            scan = functools.partial(self.client.scan, cursor, match=pattern, count=_SCAN_COUNT)
             cursor, names = cast("tuple[int, list[bytes]]", self._call("SCAN", scan))
             if names:
                 yield names
             if cursor == 0:
                 return
 
-    def _iter_keys(self) -> Iterator[str]:
+    def keys(self) -> Iterator[str]:
         skip = len(self.prefix) + 2
         for names in self._scan():
             for name in names:
                 with contextlib.suppress(UnicodeDecodeError, ValueError):
                     yield validate_key(name[skip:].decode("ascii"))
 
-    def _usage(self) -> tuple[int, int]:
+    def usage(self) -> tuple[int, int]:
         """(entries, bytes): SCAN plus pipelined STRLEN, i.e. entry bytes, not server overhead."""
         n = size = 0
-        try:
-            for names in self._scan():
-                pipe = self._client.pipeline(transaction=False)
-                for name in names:
-                    pipe.strlen(name)
-                lengths: list[int] = self._call("STRLEN", pipe.execute)
-                n += sum(1 for length in lengths if length)
-                size += sum(lengths)
-        except StoreUnavailableError as exc:
-            self._say_once("read", "stepcache: cannot read from %s: %s", self.spec, exc)
+        for names in self._scan():
+            pipe = self.client.pipeline(transaction=False)
+            for name in names:
+                pipe.strlen(name)
+            lengths: list[int] = self._call("STRLEN", pipe.execute)
+            n += sum(1 for length in lengths if length)
+            size += sum(lengths)
         return n, size
 
-    def _options(self) -> dict[str, Any]:
-        options = super()._options()
-        options.update(self._given)
-        return options
+    def options(self) -> dict[str, Any]:
+        return dict(self._given)
 
     # -- single flight across machines --------------------------------------
     @contextlib.contextmanager
-    def _external_lock(self, key: str, deadline: float) -> Iterator[bool]:
-        if self.read_only:  # nothing will be published, so nobody gains from waiting
-            yield False
-            return
+    def lock(self, key: str, deadline: float) -> Iterator[bool]:
         name = f"{self.prefix}l:{key}"
         token = uuid.uuid4().hex
-        try:
-            held = self._acquire(name, token, deadline)
-        except StoreUnavailableError as exc:
-            self._say_once("lock", "stepcache: no single-flight through %s: %s", self.spec, exc)
-            held = False
+        held = self._acquire(name, token, deadline)
         if not held:
             yield False
             return
@@ -294,7 +261,7 @@ class RedisStore(Store):
     def _acquire(self, name: str, token: str, deadline: float) -> bool:
         px = max(1, int(self.lock_lease * 1000))
         delay = 0.002
-        while not self._call("lock", lambda: self._client.set(name, token, nx=True, px=px)):
+        while not self._call("lock", lambda: self.client.set(name, token, nx=True, px=px)):
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
@@ -317,4 +284,58 @@ class RedisStore(Store):
         """Close the connection pool."""
         with contextlib.suppress(redis.RedisError):
             self._finalizer()
-        super().close()
+
+
+class RedisStore(Store):
+    """A store in Redis, shared by every process and machine that can reach the server.
+
+    ``url`` is ``redis://[user[:password]@]host[:port][/db]``, ``rediss://...``
+    (TLS) or ``unix:///path/to/redis.sock[?db=N]``; ``?prefix=...&ttl=...`` in
+    the URL set those options too (keywords win). Entries expire ``ttl``
+    seconds after they were written (``None``: never; let the server's
+    ``maxmemory-policy allkeys-lru`` evict instead). Entries larger than
+    ``max_entry_bytes`` (default 64 MiB; Redis's own limit is 512 MiB) are not
+    stored: counted in ``stats().errors``, logged once. Without a secret
+    (``secret=`` or ``$STEPCACHE_SECRET``) it logs a warning once: anyone who
+    can write to the server could then run code in every reader through pickle.
+
+    >>> import stepcache as sc
+    >>> store = sc.open_store("redis://localhost:6379/0?prefix=team:")  # no I/O yet
+    >>> store.prefix, store.spec
+    ('team:', 'redis://localhost:6379/0?prefix=team:')
+    """
+
+    backend: RedisBackend
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        secret: bytes | str | None = None,
+        read_only: bool = False,
+        codec: str = "pickle",
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        **options: Any,
+    ) -> None:
+        backend = RedisBackend(url, read_only=read_only, **options)
+        super().__init__(
+            backend, read_only=read_only, secret=secret, codec=codec, lock_timeout=lock_timeout
+        )
+        if self._secret is None:
+            self.say_once(
+                "unsigned",
+                "stepcache: %s is shared but has no secret, so entries are not signed and "
+                "anyone who can write to the server can run code in every reader; set "
+                "STEPCACHE_SECRET (the same on every client)",
+                self.spec,
+            )
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of every Redis key this store uses."""
+        return self.backend.prefix
+
+    @property
+    def ttl(self) -> float | None:
+        """Seconds an entry lives after it was written (``None``: until evicted)."""
+        return self.backend.ttl

@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from stepcache.errors import StoreUnavailableError
+from stepcache.stores._core import StoreCore
 from stepcache.stores._stats import Stats
-from stepcache.stores.base import Store
+from stepcache.stores.backend import Backend
+from stepcache.stores.base import STORE_OPTIONS, Store
 
 __all__ = [
     "construct",
     "default_directory",
     "open_store",
     "process_stats",
+    "register_backend",
     "reset_registry",
     "resolve_spec",
 ]
 
-_BACKENDS = {
+_Factory = Callable[..., Any]
+# scheme -> factory, or "module:attr" of one, imported on first use. Built-in
+# schemes go through the same table as third-party ones.
+_factories: dict[str, _Factory | str] = {
     "dir": "stepcache.stores.directory:DirectoryStore",
     "memory": "stepcache.stores.memory:MemoryStore",
     "redis": "stepcache.stores.redis:RedisStore",
@@ -36,11 +43,85 @@ _BACKENDS = {
     "tiered": "stepcache.stores.tiered:TieredStore",
     "s3": "stepcache.stores.s3:S3Store",
 }
-# Backends given the whole spec (a URL); the others get the path after "://".
-_FULL_SPEC_SCHEMES = ("redis", "rediss", "unix", "tiered", "s3")
+_EXTRAS: Final = {"redis": "redis", "rediss": "redis", "unix": "redis", "s3": "s3"}
+_ENTRY_POINTS: Final = "stepcache.backends"
 _registry: dict[tuple[str, tuple[tuple[str, Any], ...]], Store] = {}
 # Re-entrant: a composite store may open its tiers while being constructed.
 _lock = threading.RLock()
+
+
+def register_backend(scheme: str, factory: _Factory | str) -> None:
+    """Make ``open_store("scheme://...")`` open a store through ``factory``.
+
+    ``factory(spec, **options)`` gets the whole spec string and the options
+    other than the store's own (``secret``, ``codec``, ``lock_timeout``,
+    ``read_only``) and returns a :class:`~stepcache.Backend`, which is
+    wrapped in a :class:`~stepcache.Store`; a :class:`~stepcache.Store`
+    subclass given as ``factory`` gets every option and is the store.
+    ``factory`` may be a ``"module:attr"`` string, imported on first use.
+    Packages can register schemes without being imported, through the entry
+    point group ``stepcache.backends`` (name: the scheme, value: the factory).
+    A store pickled into another process takes its factory along, so the
+    scheme need not be registered there.
+
+    >>> import stepcache as sc
+    >>> class DictBackend(sc.Backend):
+    ...     def __init__(self, spec):
+    ...         self.spec, self.data = spec, {}
+    ...     def load(self, key): return self.data.get(key)
+    ...     def save(self, key, blob): self.data[key] = blob
+    ...     def remove(self, key): return self.data.pop(key, None) is not None
+    ...     def keys(self): return iter(list(self.data))
+    >>> sc.register_backend("dict", DictBackend)
+    >>> sc.open_store("dict://x").backend
+    <DictBackend dict://x>
+    """
+    if not _SCHEME_RE.fullmatch(scheme):
+        raise ValueError(f"invalid scheme {scheme!r}: letters, digits, '+', '-', '.'")
+    with _lock:
+        _factories[scheme.lower()] = factory
+
+
+_SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def _factory(scheme: str) -> _Factory:
+    """The factory registered for ``scheme`` (imported now if given by name)."""
+    with _lock:
+        factory = _factories.get(scheme)
+    if factory is None:
+        factory = _from_entry_points(scheme)
+    if isinstance(factory, str):
+        module, _, name = factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), name)
+        except ImportError as exc:
+            extra = _EXTRAS.get(scheme, scheme)
+            raise StoreUnavailableError(
+                f"the {scheme}:// store needs an optional dependency ({exc.name}); "
+                f"install it with: pip install 'stepcache[{extra}]'"
+            ) from exc
+        assert not isinstance(factory, str)
+        with _lock:
+            _factories[scheme] = factory
+    return factory
+
+
+def _from_entry_points(scheme: str) -> _Factory | str:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=_ENTRY_POINTS):
+        if ep.name.lower() == scheme:
+            return str(ep.value)
+    known = ", ".join(f"{s}://" for s in sorted(_factories))
+    raise StoreUnavailableError(
+        f"unknown store scheme {scheme}://: use a path or one of {known} "
+        "(register others with stepcache.register_backend)"
+    )
+
+
+def _is_store_class(factory: _Factory) -> bool:
+    return isinstance(factory, type) and issubclass(factory, Store)
 
 
 def default_directory() -> Path:
@@ -68,29 +149,18 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
     if not sep:
         scheme, rest = "dir", text
     scheme = scheme.lower()
-    if scheme not in _BACKENDS:
-        raise StoreUnavailableError(
-            f"unknown store spec {text!r}: use a path, dir:///path, memory://, "
-            "redis://host:port/db, unix:///path/to/socket, s3://bucket/prefix or tiered://..."
-        )
     if scheme == "dir":
         if not rest:
             raise StoreUnavailableError("dir:// needs a path, e.g. dir:///var/cache/stepcache")
         rest = os.path.abspath(os.path.expanduser(rest))
         return scheme, f"dir://{rest}"
+    with _lock:
+        known = scheme in _factories
+    if not known:
+        factory = _from_entry_points(scheme)
+        with _lock:
+            _factories.setdefault(scheme, factory)
     return scheme, f"{scheme}://{rest}"
-
-
-def _backend(scheme: str) -> type[Store]:
-    module, _, name = _BACKENDS[scheme].partition(":")
-    try:
-        cls: type[Store] = getattr(importlib.import_module(module), name)
-    except ImportError as exc:
-        raise StoreUnavailableError(
-            f"the {scheme}:// store needs an optional dependency ({exc.name}); "
-            f"install it with: pip install 'stepcache[{'redis' if 'redis' in module else scheme}]'"
-        ) from exc
-    return cls
 
 
 def open_store(spec: str | os.PathLike[str] | None = None, **options: Any) -> Store:
@@ -110,7 +180,7 @@ def open_store(spec: str | os.PathLike[str] | None = None, **options: Any) -> St
     ident = (canonical, _freeze(options))
     with _lock:
         store = _registry.get(ident)
-        if store is not None and not store.closed and store._pid == os.getpid():
+        if store is not None and not store.closed and store.pid == os.getpid():
             return store
         store = construct(canonical, **options)
         _registry[ident] = store
@@ -133,10 +203,42 @@ def construct(spec: str | os.PathLike[str] | None, **options: Any) -> Store:
     Composite stores use it for their tiers; everyone else wants :func:`open_store`.
     """
     scheme, canonical = resolve_spec(spec)
-    cls: Any = _backend(scheme)
-    target = canonical if scheme in _FULL_SPEC_SCHEMES else canonical.partition("://")[2]
-    store: Store = cls(target, **options)
-    return store
+    factory = _factory(scheme)
+    if _is_store_class(factory):
+        store: Store = factory(canonical, **options)
+        return store
+    own = {k: options.pop(k) for k in STORE_OPTIONS if k in options}
+    made = factory(canonical, **options)
+    if isinstance(made, Store):
+        return made
+    if not isinstance(made, Backend):
+        raise TypeError(
+            f"the factory for {scheme}:// returned a {type(made).__name__}, not a stepcache.Backend"
+        )
+    if not made.spec:
+        made.spec = canonical
+    return Store(made, **own)
+
+
+def reducer(store: StoreCore) -> tuple[Callable[..., Store], tuple[Any, ...]]:
+    """How ``store`` pickles: reopened by spec through the registry, with its factory along."""
+    scheme = resolve_spec(store.spec)[0]
+    with _lock:
+        factory = _factories.get(scheme)
+    if factory is None:  # never registered: the backend itself travels
+        return (_rewrap, (type(store), store.backend, store.options()))
+    return (_reopen, (store.spec, store.options(), scheme, factory))
+
+
+def _reopen(spec: str, options: dict[str, Any], scheme: str, factory: _Factory | str) -> Store:
+    with _lock:
+        _factories.setdefault(scheme, factory)
+    return open_store(spec, **options)
+
+
+def _rewrap(cls: type[Store], backend: Backend, options: dict[str, Any]) -> Store:
+    own = {k: v for k, v in options.items() if k in STORE_OPTIONS}
+    return cls(backend, **own)
 
 
 def reset_registry(*, close: bool = True) -> None:
@@ -146,7 +248,7 @@ def reset_registry(*, close: bool = True) -> None:
         _registry.clear()
     if close:
         for store in stores:
-            if store._pid == os.getpid():
+            if store.pid == os.getpid():
                 store.close()
 
 
@@ -166,11 +268,11 @@ def process_stats() -> list[tuple[Store, Stats]]:
     """
     pid = os.getpid()
     with _lock:
-        stores = [s for s in _registry.values() if s._pid == pid and not s.closed]
+        stores = [s for s in _registry.values() if s.pid == pid and not s.closed]
     seen: set[int] = set()
     out = []
     for store in stores:
-        if id(store._counters) not in seen:
-            seen.add(id(store._counters))
-            out.append((store, store._counters.snapshot()))
+        if id(store.counters) not in seen:
+            seen.add(id(store.counters))
+            out.append((store, store.counters.snapshot()))
     return out

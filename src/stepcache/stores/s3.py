@@ -29,15 +29,15 @@ import os
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from stepcache import codec
 from stepcache.errors import StoreUnavailableError
-from stepcache.stores import _s3lease
-from stepcache.stores._wrapped import BackendStore
+from stepcache.stores import _maintenance, _s3lease
 from stepcache.stores.backend import Backend, EntryStat
-from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, validate_key
+from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, Store, validate_key
+from stepcache.stores.directory.eviction import PruneResult
 
 __all__ = ["S3Backend", "S3ConfigError", "S3Store", "parse_spec"]
 
@@ -118,8 +118,8 @@ class S3Backend(Backend):
     ('s3://team-cache/ci?endpoint=http://127.0.0.1:8333', 'team-cache', 'ci')
     """
 
-    backoff: ClassVar[float] = 30.0
-    shared: ClassVar[bool] = True
+    backoff = 30.0
+    shared = True
 
     def __init__(
         self,
@@ -400,7 +400,7 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-class S3Store(BackendStore):
+class S3Store(Store):
     """A store in an S3 bucket (or any S3-compatible server), shared by a team or a CI fleet.
 
     ``spec`` is ``s3://bucket/prefix`` with options ``endpoint=`` (a non-AWS
@@ -416,36 +416,83 @@ class S3Store(BackendStore):
     's3://team-cache/gt4py?endpoint=http://127.0.0.1:8333'
     """
 
+    backend: S3Backend
+
     def __init__(
         self,
         spec: str,
         *,
-        endpoint: str | None = None,
-        region: str | None = None,
-        read_only: bool | None = None,
-        compress: str | None = None,
         secret: bytes | str | None = None,
+        read_only: bool | None = None,
         codec: str = "pickle",
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        timeout: float = 5.0,
-        connect_timeout: float = 1.0,
-        touch_after: float = 86400.0,
-        lease: float = 30.0,
+        **options: Any,
     ) -> None:
-        backend = S3Backend(
-            spec,
-            endpoint=endpoint,
-            region=region,
-            read_only=read_only,
-            compress=compress,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            touch_after=touch_after,
-            lease=lease,
-        )
+        backend = S3Backend(spec, read_only=read_only, **options)
         super().__init__(
             backend,
+            read_only=backend.read_only,
             secret=secret if secret is not None else backend.secret,
             codec=codec,
             lock_timeout=lock_timeout,
+        )
+        if self._secret is None:
+            self.say_once(
+                "unsigned",
+                "stepcache: %s is shared but has no secret, so entries are not signed and "
+                "anyone who can write to the bucket can run code in every reader; set "
+                "STEPCACHE_SECRET (the same on every client)",
+                self.spec,
+            )
+
+    @property
+    def compress(self) -> str | None:
+        """``"zstd"`` when payloads are stored compressed, else ``None``."""
+        return self.backend.compress
+
+    def write_blob(self, key: str, blob: bytes, *, step: str | None = None) -> bool:
+        """Publish an entry blob, compressing its payload first when ``compress`` is set.
+
+        Tiers hand over blobs packed elsewhere: compressing here (re-signed with
+        this store's secret, which a tiered store shares) compresses those too.
+        """
+        if self.compress is not None:
+            with contextlib.suppress(codec.CorruptEntry):  # not ours to fix: stored as given
+                blob = codec.compress_entry(blob, key, secret=self._secret, method=self.compress)
+        return super().write_blob(key, blob, step=step)
+
+    def _usage(self) -> tuple[int, int]:
+        try:
+            return super()._usage()
+        except S3ConfigError as exc:
+            # stats() reports an unreachable store as empty; a refused one is not
+            # an outage but a set-up to fix, so it is said, not shown as 0 entries.
+            raise PermissionError(str(exc)) from exc
+
+    def entries(self) -> Iterator[EntryStat]:
+        """Size and last use (``LastModified``) of every entry, from one listing."""
+        return self.backend.entries()
+
+    def prune(
+        self,
+        max_bytes: int | None = None,
+        max_age: float | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+        dry_run: bool = False,
+    ) -> PruneResult:
+        """Evict entries unused for longer than ``max_age`` seconds, then the least
+        recently used until at most ``max_bytes`` are left; ``dry_run`` removes nothing.
+
+        Reads no entry: sizes and last use come from the listing.
+        """
+        if not dry_run:
+            self._check_writable()
+        return _maintenance.prune(
+            lambda: self._call("list", self.backend.entries, iter(()), unavailable=True),
+            self._remove,
+            max_bytes,
+            max_age,
+            progress=progress,
+            dry_run=dry_run,
         )

@@ -16,7 +16,7 @@ fresh, empty, writable store::
 Hooks a subclass may override: :meth:`StoreContract.reopen` (another
 instance on the same data, with other options) and
 :meth:`StoreContract.corrupt` (damage an entry where it is stored; the
-default rewrites it through the backend's ``_save``).
+default rewrites it through ``store.backend.save``).
 """
 
 from __future__ import annotations
@@ -68,13 +68,13 @@ class StoreContract:
 
     def reopen(self, store: Store, **options: Any) -> Store:
         """Another instance on the same data as ``store``, with ``options`` changed."""
-        return open_store(store.spec, **{**store._options(), **options})
+        return open_store(store.spec, **{**store.options(), **options})
 
     def corrupt(self, store: Store, k: str, kind: str) -> None:
         """Damage the entry under ``k`` as :func:`stepcache.testing.damage` ``kind`` says."""
-        blob = store._load(k)
+        blob = store.backend.load(k)
         assert blob is not None
-        store._save(k, damage(blob, kind))
+        store.backend.save(k, damage(blob, kind))
 
     @pytest.fixture(autouse=True)
     def _isolated_registry(self) -> Any:
@@ -312,7 +312,7 @@ class StoreContract:
         assert clone[key(2)] == "after"
         if self.persistent:
             assert clone[key(1)] == "before"
-        opened = open_store(store.spec, **store._options())
+        opened = open_store(store.spec, **store.options())
         assert pickle.loads(pickle.dumps(opened)) is opened
 
     def test_reopened_store_sees_the_entries(self, store: Store) -> None:

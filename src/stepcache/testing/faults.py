@@ -65,8 +65,9 @@ def failing_writes(store: Store, code: int = errno.ENOSPC) -> Iterator[None]:
     def fail(key: str, blob: bytes) -> None:
         raise OSError(code, f"injected failure writing {key}")
 
-    store._save = fail  # type: ignore[method-assign]
+    backend = store.backend
+    backend.save = fail  # type: ignore[method-assign]
     try:
         yield
     finally:
-        del store._save
+        del backend.save

@@ -21,7 +21,7 @@ from typing import Final
 
 from stepcache.errors import StoreUnavailableError, UnsafeStoreError
 from stepcache.stores import _fsutil
-from stepcache.stores._beneath import is_group_dir
+from stepcache.stores.directory.beneath import is_group_dir
 
 __all__ = ["UNSIGNED", "check_root", "check_tree", "open_root"]
 
@@ -91,7 +91,7 @@ def _create(root: str, tag: bytes, *, shared: bool, durable: bool) -> None:
         _fsutil.make_dirs(root, durable=durable)
         st = os.stat(root)
         if shared and st.st_uid == os.geteuid() and not is_group_dir(st.st_mode):
-            os.chmod(root, 0o2770)  # a group cache: see _beneath.is_group_dir
+            os.chmod(root, 0o2770)  # a group cache: see beneath.is_group_dir
             st = os.stat(root)
         # Checked again: another user may have made it first.
         check_root(root, st, shared=shared)

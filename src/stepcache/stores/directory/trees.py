@@ -26,7 +26,7 @@ import shutil
 import stat
 from typing import Final
 
-from stepcache.stores._beneath import DIR_FLAGS, NEW_FILE
+from stepcache.stores.directory.beneath import DIR_FLAGS, NEW_FILE
 
 __all__ = ["TreeModes", "adopt_tree", "copy_into"]
 

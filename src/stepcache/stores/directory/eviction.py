@@ -1,53 +1,29 @@
-"""Bookkeeping of a DirectoryStore tree: what it holds, when to clean it, counter files.
+"""What a DirectoryStore tree holds and when to clean which part of it (ccache-style).
 
-Kept apart from :mod:`stepcache.stores.directory` so that the store class
-reads as the entry life cycle, and the policies here (with the result types
-of ``prune`` and ``verify``) can be read and tuned on their own.
+The fanout layout (``v1/ab/cd/<key>``), the scan of it, the eviction plan
+and the rotation of incremental cleaning, kept apart from the store class so
+the policies can be read and tuned on their own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import itertools
-import json
 import os
 import random
 import stat
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterable, Iterator
 from typing import ClassVar, Final
 
-from stepcache.stores import _beneath, _fsutil
-from stepcache.stores._locks import KeyLocks
-from stepcache.stores._stats import Counters, Stats
-from stepcache.stores.base import _KEY_RE
+from stepcache.stores import _fsutil
+from stepcache.stores._keys import KEY_RE
 
-__all__ = [
-    "Cleaner",
-    "Item",
-    "PruneResult",
-    "StatsFile",
-    "VerifyResult",
-    "archive_stats",
-    "hex_names",
-    "iter_keys",
-    "plan_eviction",
-    "read_stats",
-    "scan",
-]
+__all__ = ["Cleaner", "Item", "PruneResult", "hex_names", "iter_keys", "plan_eviction", "scan"]
 
 CLEAN_EVERY: Final = 64  # writes between two cleanings of the next unit in the rotation
-FLUSH_EVERY: Final = 5.0  # seconds between two writes of a stats file
-ARCHIVE: Final = "_archived"
-_ARCHIVE_AFTER: Final = 30 * 86400.0  # stats files of other hosts this old are archived
 _PREFIX_LEN: Final = {1: 0, 16: 1, 256: 2}
-_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_serial = itertools.count()
 
 
 def hex_names(path: str) -> list[str]:
@@ -65,7 +41,7 @@ def iter_keys(v1: str) -> Iterator[str]:
         for sub in hex_names(f"{v1}/{top}"):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 for name in os.listdir(f"{v1}/{top}/{sub}"):
-                    if name.startswith(top + sub) and _KEY_RE.fullmatch(name):
+                    if name.startswith(top + sub) and KEY_RE.fullmatch(name):
                         yield name
 
 
@@ -78,20 +54,6 @@ class PruneResult:
     swept: int  #: leftovers removed: temp files, orphan directories, stale locks, stats files
     entries: int  #: entries left
     bytes: int  #: bytes left
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifyResult:
-    """What :meth:`DirectoryStore.verify` found: ``(key, reason)`` for every bad entry."""
-
-    checked: int
-    corrupt: tuple[tuple[str, str], ...]
-    repaired: int
-
-    @property
-    def ok(self) -> int:
-        """Entries that verified."""
-        return self.checked - len(self.corrupt)
 
 
 @dataclasses.dataclass
@@ -122,7 +84,7 @@ def scan(v1: str, tops: Iterable[str]) -> list[Item]:
 def _add(found: dict[str, Item], entry: os.DirEntry[str], prefix: str) -> None:
     name = entry.name
     key = name[:-2] if name.endswith(".d") else name
-    if not (key.startswith(prefix) and _KEY_RE.fullmatch(key)):
+    if not (key.startswith(prefix) and KEY_RE.fullmatch(key)):
         return
     try:
         st = entry.stat(follow_symlinks=False)
@@ -245,142 +207,3 @@ class Cleaner:
         with self._state:
             if len(prefix) == _PREFIX_LEN[self.units]:
                 self._known[prefix] = left
-
-
-class StatsFile:
-    """One store instance's counters on disk, as ``stats/<host>-<pid>-<n>``.
-
-    Written when the counters changed: at most every ``FLUSH_EVERY`` seconds
-    while in use, and at close or exit; never by a process that only opened
-    the store, and never by a forked child for its parent's counters.
-    """
-
-    def __init__(self, counters: Counters, root: str, durable: bool) -> None:
-        self.counters = counters
-        self.pid = os.getpid()
-        self.name = f"{_fsutil.HOST}-{self.pid}-{next(_serial)}"
-        self.path = f"{root}/stats/{self.name}"
-        self._tmp = f"{root}/tmp"
-        self._durable = durable
-        self._lock = threading.Lock()
-        #: ``time.monotonic()`` after which the next use should call :meth:`flush`
-        self.due = time.monotonic() + FLUSH_EVERY
-
-    def flush_at_exit(self, owner: object) -> None:
-        """Flush when ``owner`` is collected or the process exits, whichever comes first."""
-        weakref.finalize(owner, self.flush)
-        # Children of multiprocessing leave through os._exit, skipping atexit;
-        # its own exit hooks still run. Only a process using it has it loaded.
-        mp_util = sys.modules.get("multiprocessing.util")
-        if mp_util is not None:
-            mp_util.Finalize(owner, self.flush, exitpriority=10)
-
-    def flush(self) -> None:
-        """Write the counters if they changed; never raises for a failed write."""
-        self.due = time.monotonic() + FLUSH_EVERY
-        if not self.counters.dirty or os.getpid() != self.pid:
-            return
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            self.counters.dirty = False
-            data = json.dumps(self.counters.snapshot().to_dict(), separators=(",", ":"))
-            _fsutil.write_atomic(self.path, data.encode(), self._tmp, durable=self._durable)
-        except OSError:  # counters are best effort; try again next time
-            self.counters.dirty = True
-        finally:
-            self._lock.release()
-
-
-def _read(dir_fd: int, name: str) -> Stats | None:
-    """The counters in stats file ``name`` of ``dir_fd``; ``None`` if unreadable or no file."""
-    try:
-        fd = os.open(name, _READ, dir_fd=dir_fd)
-    except OSError:  # gone meanwhile, or a symlink
-        return None
-    with open(fd, "rb") as f:
-        try:
-            return Stats.from_dict(json.load(f))
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
-            return None  # being replaced, truncated by a crash, or foreign
-
-
-def read_named_stats(stats_dir: str, *, since: float = 0.0) -> dict[str, Stats]:
-    """Counters by stats file name, of the files in ``stats_dir`` written at or after ``since``.
-
-    Unreadable files are left out. A ``stats_dir`` replaced by a symlink or a
-    file holds no counters: it is not followed.
-    """
-    try:
-        fd = _beneath.open_leaf(stats_dir)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-            return {}
-        raise
-    found = {}
-    try:
-        with os.scandir(fd) as it:
-            entries = list(it)
-        for entry in entries:
-            try:
-                if since and entry.stat(follow_symlinks=False).st_mtime < since:
-                    continue
-            except FileNotFoundError:
-                continue
-            stats = _read(fd, entry.name)
-            if stats is not None:
-                found[entry.name] = stats
-    finally:
-        os.close(fd)
-    return found
-
-
-def read_stats(stats_dir: str, *, skip: str | None = None) -> list[Stats]:
-    """Counters of the stats files in ``stats_dir`` but ``skip`` (see :func:`read_named_stats`)."""
-    return [stats for name, stats in read_named_stats(stats_dir).items() if name != skip]
-
-
-def _exited(dir_fd: int, now: float) -> list[str]:
-    """Names of the stats files in ``dir_fd`` whose process exited (or untouched for long)."""
-    with os.scandir(dir_fd) as found:
-        entries = list(found)
-    dead = []
-    for entry in entries:
-        if entry.name != ARCHIVE:
-            try:
-                old = now - entry.stat(follow_symlinks=False).st_mtime > _ARCHIVE_AFTER
-            except FileNotFoundError:
-                continue
-            if old or _fsutil.owner_is_dead(entry.name):
-                dead.append(entry.name)
-    return dead
-
-
-def archive_stats(stats_dir: str, tmp_dir: str, locks: KeyLocks) -> int:
-    """Merge stats files of exited processes into ``_archived``; return how many were merged.
-
-    Processes of other hosts cannot be asked whether they live; their files
-    are merged once untouched for 30 days. Nothing is read or removed through
-    a ``stats_dir`` replaced by a symlink (:class:`OSError`).
-    """
-    try:
-        fd = _beneath.open_leaf(stats_dir)
-    except FileNotFoundError:
-        return 0
-    try:
-        dead = _exited(fd, time.time())
-        if not dead:
-            return 0
-        with locks.hold("stats-archive", time.monotonic() + 30) as held:
-            if not held:
-                return 0
-            parts = [s for s in (_read(fd, n) for n in [ARCHIVE, *dead]) if s is not None]
-            total = Stats.combine(parts, entries=0, nbytes=0).to_dict()
-            archive = os.path.join(stats_dir, ARCHIVE)
-            _fsutil.write_atomic(archive, json.dumps(total).encode(), tmp_dir)
-            for name in dead:
-                with contextlib.suppress(FileNotFoundError):  # merged by a concurrent prune
-                    os.unlink(name, dir_fd=fd)
-    finally:
-        os.close(fd)
-    return len(dead)

@@ -23,7 +23,7 @@ from typing import Final
 
 from stepcache import codec
 
-__all__ = ["check_entry", "open_entry", "read_entry", "read_header"]
+__all__ = ["open_entry", "read_entry", "read_header"]
 
 # O_NOFOLLOW: a symlink at an entry's path is no entry; O_NONBLOCK: nor is a FIFO to hang on.
 _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -87,24 +87,3 @@ def read_header(path: str) -> bytes | None:
         return blob
     finally:
         os.close(fd)
-
-
-def check_entry(
-    path: str, key: str, has_dir: bool, secret: bytes | None, codec_: str
-) -> str | None:
-    """What is wrong with the entry of ``key`` at ``path``, or ``None`` if it verifies.
-
-    Checked: checksum, signature (with a ``secret``), that the value decodes
-    (under codec ``codec_``) and that an artifact directory is there
-    (``has_dir``) when the entry says so. Checking does not mark it used.
-    """
-    try:
-        blob = read_entry(path, touch=False)
-        if blob is None:
-            return None  # removed meanwhile
-        value = codec.unpack_entry(blob, key, secret=secret, allow_pickle=codec_ == "pickle")
-    except (OSError, codec.CorruptEntry) as exc:
-        return str(exc)
-    if isinstance(value, dict) and value.get("kind") == "dir" and not has_dir:
-        return "its artifact directory is missing"
-    return None

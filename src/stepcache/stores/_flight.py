@@ -1,0 +1,106 @@
+"""Single flight: of all threads and processes missing one key at once, one computes.
+
+Threads of one process queue on a per-key :class:`threading.Lock`; processes
+on the backend's :meth:`~stepcache.Backend.lock`. A waiter does not simply
+queue on the lock: between attempts it looks in the store, so once the
+holder publishes, every waiter returns the published value within one poll
+interval instead of taking the lock one after another. Polls back off from
+1 ms to :data:`MAX_POLL`. A waiter past its deadline computes itself; a
+waiter whose holder died gets the lock from the backend (which decides when
+a holder is dead). Waiting never blocks other keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+__all__ = ["MAX_POLL", "Flights"]
+
+_Lock = Callable[[str, float], contextlib.AbstractContextManager["bool | None"]]
+
+MAX_POLL: Final = 0.025  # seconds: how late a waiter may notice a publish or a release
+_FIRST_POLL: Final = 0.001
+
+
+class Flights:
+    """The per-key locks of one store instance, and the waiting loop around the backend's lock."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._flights: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    @contextlib.contextmanager
+    def _thread_lock(self, key: str, deadline: float) -> Iterator[bool]:
+        if self._pid != os.getpid():
+            # A forked child inherits locks held by its parent's threads, which
+            # nobody in the child will ever release: start with none.
+            self._reset()
+        with self._lock:
+            flight = self._flights.setdefault(key, [threading.Lock(), 0])
+            flight[1] += 1
+        lock: threading.Lock = flight[0]
+        try:
+            got = lock.acquire(timeout=_left(deadline))
+            try:
+                yield got
+            finally:
+                if got:
+                    lock.release()
+        finally:
+            with self._lock:
+                flight[1] -= 1
+                if flight[1] == 0:
+                    del self._flights[key]
+
+    def run(
+        self,
+        lock: _Lock | None,
+        key: str,
+        find: Callable[[], Any],
+        produce: Callable[[], Any],
+        deadline: float,
+        missing: object,
+    ) -> tuple[bool, Any]:
+        """``(hit, value)``: ``find()`` once held or published, else ``produce()``.
+
+        ``lock(key, deadline)`` is the backend's lock, yielding ``None`` when
+        the backend cannot lock at all (then this process computes without
+        waiting); ``lock`` is ``None`` when other processes need not be
+        excluded (a read-only store publishes nothing, so nobody gains from
+        waiting).
+        """
+        with self._thread_lock(key, deadline) as got:
+            if got:
+                value = find()
+                if value is not missing:
+                    return True, value
+            if not got or lock is None:
+                return False, produce()
+            poll = _FIRST_POLL
+            while True:
+                # The lock is tried for at most one poll interval, then the store is read again.
+                with lock(key, min(deadline, time.monotonic() + poll)) as held:
+                    if held is None:
+                        return False, produce()
+                    if held:
+                        value = find()
+                        return (True, value) if value is not missing else (False, produce())
+                value = find()
+                if value is not missing:
+                    return True, value
+                if time.monotonic() >= deadline:
+                    return False, produce()
+                poll = min(poll * 2, MAX_POLL)
+
+
+def _left(deadline: float) -> float:
+    return min(threading.TIMEOUT_MAX, max(0.0, deadline - time.monotonic()))

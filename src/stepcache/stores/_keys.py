@@ -1,0 +1,39 @@
+"""Store keys: what a key may look like, and the marker of a missing value."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+from stepcache.errors import InvalidKeyError
+
+__all__ = ["KEY_RE", "MISSING", "validate_key"]
+
+#: 16-64 lowercase hex characters: what :func:`stepcache.fingerprint` produces
+KEY_RE: Final = re.compile(r"[0-9a-f]{16,64}")
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is 16-64 lowercase hex characters, else raise :class:`InvalidKeyError`.
+
+    Only keys of the form :func:`stepcache.fingerprint` produces reach a
+    backend, so no key can name a path outside the store.
+
+    >>> validate_key("0123456789abcdef")
+    '0123456789abcdef'
+    """
+    if type(key) is not str or KEY_RE.fullmatch(key) is None:
+        shown = repr(key) if len(repr(key)) < 80 else repr(key)[:77] + "..."
+        raise InvalidKeyError(
+            f"invalid store key {shown}: keys are 16-64 lowercase hex characters, "
+            "as stepcache.fingerprint() produces"
+        )
+    return key
