@@ -51,9 +51,12 @@ def holder(s3_spec: str, s3_server: S3Server) -> Iterator[tuple[Any, Any]]:
     proc.start()
     assert holding.wait(60)
     yield proc, release
-    if proc.pid is not None:  # first: a stopped waiter would block Event.set()
-        with_signal(proc.pid, signal.SIGCONT)
-    release.set()
+    if proc.is_alive():
+        # SIGCONT first: Event.set() waits for a stopped waiter to wake. A killed
+        # holder is never signalled: set() would wait for it forever.
+        if proc.pid is not None:
+            with_signal(proc.pid, signal.SIGCONT)
+        release.set()
     proc.join(30)
     if proc.is_alive():
         proc.kill()

@@ -55,6 +55,23 @@ class LeaseOps:
         delete: Callable[[str], None],
     ) -> None:
         self.create, self.replace, self.read, self.delete = create, replace, read, delete
+        #: lease name -> (ETag last seen, when it was first seen on this process's clock).
+        #: Kept across calls: a store tries a lock for one short poll at a time.
+        self.seen: dict[str, tuple[str, float]] = {}
+        self.seen_lock = threading.Lock()
+
+    def observe(self, name: str, etag: str | None) -> float:
+        """Record ``etag`` as seen now; return for how long it has been seen unchanged."""
+        now = time.monotonic()
+        with self.seen_lock:
+            if etag is None:
+                self.seen.pop(name, None)
+                return 0.0
+            last = self.seen.get(name)
+            if last is None or last[0] != etag:
+                self.seen[name] = (etag, now)
+                return 0.0
+            return now - last[1]
 
 
 def _body(token: str, beat: int) -> bytes:
@@ -73,25 +90,22 @@ def _owner_dead(body: bytes) -> bool:
 
 def _acquire(ops: LeaseOps, name: str, token: str, deadline: float, stale_after: float) -> str:
     """The ETag of our new lease, or "" when the deadline passed first."""
-    seen: str | None = None
-    seen_at = time.monotonic()
     delay = 0.002
     while True:
         etag = ops.create(name, _body(token, 0))
         if etag is not None:
+            ops.observe(name, None)
             return etag
         found = ops.read(name)
-        now = time.monotonic()
         if found is None:
             continue  # released between our create and our read: try again at once
-        body, etag = found
-        if etag != seen:
-            seen, seen_at = etag, now  # a heartbeat (or a new holder): alive for now
-        elif now - seen_at >= stale_after or _owner_dead(body):
-            taken = ops.replace(name, _body(token, 0), etag)
+        body, seen = found
+        # A heartbeat (or a new holder) changes the ETag and restarts the count.
+        if ops.observe(name, seen) >= stale_after or _owner_dead(body):
+            taken = ops.replace(name, _body(token, 0), seen)
+            ops.observe(name, None)  # won, or another waiter won or the holder beat: look again
             if taken is not None:
                 return taken
-            seen, seen_at = None, now  # another waiter won, or the holder beat: look again
         left = deadline - time.monotonic()
         if left <= 0:
             return ""
