@@ -98,7 +98,7 @@ def _store_vs_raw(server: Any, n: int) -> dict[str, Any]:
     spec = f"s3://{server.bucket}/bench{os.getpid()}?endpoint={server.endpoint}"
     secret = "bench-secret"
     store = S3Store(spec, secret=secret)
-    raw = store.backend._client()
+    raw = store.backend.client.handle()
     keys = [sc.fingerprint(("s3-bench", i)) for i in range(n)]
     value = os.urandom(SIZE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,6 +254,31 @@ def table(figures: dict[str, Any]) -> str:
         f"| {h.fmt(z['decompress_ms'])} ms ({h.fmt(z['decompress_mb_s'])} MB/s) |",
     ]
     return "\n".join(lines)
+
+
+def section(figures: dict[str, Any]) -> h.Section:
+    """The suite's table: the client choice, S3Store against its floors, zstd."""
+    s = h.Section("s3", "11. Object storage (S3, SeaweedFS on loopback)", ["measure", "value"])
+    clients, st, z = figures["clients"], figures["store"], figures["zstd"]
+    for op in ("get", "put"):
+        o, b = clients[op]["obstore"]["median"], clients[op]["boto3"]["median"]
+        s.add([f"10 KB {op.upper()}: boto3 / obstore", h.ratio(b / o)], [])
+    hit = st["S3Store"]["median"] / st["raw GET"]["median"]
+    s.add(
+        ["10 KB hit: S3Store / raw GET", h.ratio(hit)],
+        [h.at_most("S3Store / raw GET", hit, 1.5, "x")],
+    )
+    local = st["tiered (local hit)"]["median"] / st["DirectoryStore"]["median"]
+    s.add(
+        ["10 KB hit: tiered (local) / DirectoryStore", h.ratio(local)],
+        [h.at_most("tiered / DirectoryStore", local, 1.1, "x")],
+    )
+    s.add(["demo payloads: raw / zstd bytes", h.ratio(z["raw_bytes"] / z["zstd_bytes"])], [])
+    s.notes.append(
+        "Interleaved calls in one run against one private SeaweedFS server; medians. "
+        "The tiered store's reads are local hits after backfill."
+    )
+    return s
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,19 +22,15 @@ used. The client is ``obstore``, chosen by measurement (``docs/object-stores.md`
 
 from __future__ import annotations
 
-import configparser
 import contextlib
-import datetime
 import os
 import struct
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 from stepcache import codec
-from stepcache.errors import StoreUnavailableError
 from stepcache.stores import _maintenance, _s3lease
+from stepcache.stores._s3client import S3Client, S3ConfigError, parse_spec
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, Store, validate_key
 from stepcache.stores.directory.eviction import PruneResult
@@ -44,70 +40,12 @@ __all__ = ["S3Backend", "S3ConfigError", "S3Store", "parse_spec"]
 _T = TypeVar("_T")
 _HEAD_BYTES: Final = 4096
 _TRUE: Final = ("1", "true", "yes", "on")
-_REFUSED: Final = (
-    "403 Forbidden",
-    "NoSuchBucket",
-    "AccessKeyId",
-    "SignatureDoesNotMatch",
-    "AccessDenied",
-)
-_QUERY: Final = ("endpoint", "region", "read_only", "compress", "secret")
 _DEFAULTS: Final[dict[str, Any]] = {
     "timeout": 5.0,
     "connect_timeout": 1.0,
     "touch_after": 86400.0,
     "lease": 30.0,
 }
-
-
-class S3ConfigError(StoreUnavailableError):
-    """The bucket does not exist or the credentials are refused: fix the set-up, not a blip."""
-
-    #: not an outage: listings and the CLI report it instead of showing an empty store
-    permanent = True
-
-
-def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    """(bucket, prefix, query options) of ``s3://bucket/prefix?...``.
-
-    >>> parse_spec("s3://team-cache/ci/gt4py?region=eu-central-1")
-    ('team-cache', 'ci/gt4py', {'region': 'eu-central-1'})
-    """
-    parts = urlsplit(spec)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = set(query) - set(_QUERY)
-    if parts.scheme != "s3" or len(parts.netloc) < 3 or unknown:
-        raise ValueError(
-            f"bad S3 spec {spec!r}: expected s3://bucket/prefix"
-            f"[?{'&'.join(f'{k}=...' for k in _QUERY)}]"
-            + (f"; unknown option(s) {', '.join(sorted(unknown))}" if unknown else "")
-        )
-    return parts.netloc, parts.path.strip("/"), query
-
-
-def _file_credentials() -> dict[str, str]:
-    """Keys and region from the AWS config files, when the environment has no key pair."""
-    if os.environ.get("AWS_ACCESS_KEY_ID"):
-        return {}
-    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
-    home = Path.home() / ".aws"
-    out: dict[str, str] = {}
-    files = (
-        (os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or home / "credentials", profile),
-        (os.environ.get("AWS_CONFIG_FILE") or home / "config", f"profile {profile}"),
-    )
-    for path, section in files:
-        parser = configparser.ConfigParser(interpolation=None)
-        with contextlib.suppress(OSError, configparser.Error):
-            parser.read(path)
-        for sec in (section, profile):
-            if parser.has_section(sec):
-                for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
-                    if parser.has_option(sec, name):
-                        out.setdefault(name, parser.get(sec, name))
-                if parser.has_option(sec, "region"):
-                    out.setdefault("region", parser.get(sec, "region"))
-    return out
 
 
 class S3Backend(Backend):
@@ -157,92 +95,16 @@ class S3Backend(Backend):
             "lease": lease,
         }
         self._given = {k: v for k, v in given.items() if v != _DEFAULTS[k]}
-        self._timeouts = (timeout, connect_timeout)
-        self._store: Any = None
-        self._store_pid = -1
+        #: the obstore client (made on first use, once per process)
+        self.client = S3Client(
+            self.bucket, self.prefix, self.endpoint, self.region, (timeout, connect_timeout)
+        )
         self._ops = _s3lease.LeaseOps(
             self._create, self._replace, self._read_with_etag, self._delete
         )
 
-    # -- the client ------------------------------------------------------------
-    def _client(self) -> Any:
-        # One client per process: obstore's runtime does not survive a fork.
-        if self._store is None or self._store_pid != os.getpid():
-            self._store = self._make_client()
-            self._store_pid = os.getpid()
-        return self._store
-
-    def _make_client(self) -> Any:
-        try:
-            from obstore.store import S3Store as ObjectStore
-        except ImportError as exc:
-            raise StoreUnavailableError(
-                "the s3:// store needs obstore; install it with: pip install 'stepcache[s3]'"
-            ) from exc
-        files = _file_credentials()
-        config: Any = {}
-        for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
-            if name in files:
-                config[name] = files[name]
-        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        config["region"] = region or files.get("region") or "us-east-1"
-        if self.endpoint:
-            config["endpoint"] = self.endpoint
-        timeout, connect = self._timeouts
-        return ObjectStore(
-            self.bucket,
-            prefix=self.prefix or None,
-            config=config,
-            client_options={
-                "allow_http": bool(self.endpoint and self.endpoint.startswith("http://")),
-                "timeout": datetime.timedelta(seconds=timeout),
-                "connect_timeout": datetime.timedelta(seconds=connect),
-            },
-            # One quick retry mends a connection a restart broke; more would
-            # multiply the wait on a dead server (the store backs off instead).
-            retry_config={
-                "max_retries": 1,
-                "retry_timeout": datetime.timedelta(seconds=timeout),
-                "backoff": {
-                    "init_backoff": datetime.timedelta(milliseconds=20),
-                    "max_backoff": datetime.timedelta(milliseconds=100),
-                    "base": 2,
-                },
-            },
-        )
-
     def _call(self, what: str, fn: Callable[[Any], _T]) -> _T:
-        """Run one request; failures become StoreUnavailableError (S3ConfigError for set-up)."""
-        import obstore.exceptions as oe
-
-        try:
-            return fn(self._client())
-        except (oe.PermissionDeniedError, oe.UnauthenticatedError) as exc:
-            raise self._config_error(what, exc) from exc
-        except FileNotFoundError as exc:  # obstore raises the builtin for NotFound
-            if "NoSuchBucket" in str(exc):
-                raise self._config_error(what, exc) from exc
-            raise
-        except (oe.AlreadyExistsError, oe.PreconditionError):
-            raise
-        except (oe.BaseError, OSError) as exc:
-            if isinstance(exc, StoreUnavailableError):
-                raise
-            if any(code in str(exc) for code in _REFUSED):  # listing errors are generic
-                raise self._config_error(what, exc) from exc
-            raise StoreUnavailableError(f"S3 {what}: {_first_line(exc)}") from exc
-
-    def _config_error(self, what: str, exc: BaseException) -> S3ConfigError:
-        if "NoSuchBucket" in str(exc):
-            return S3ConfigError(
-                f"S3 bucket {self.bucket!r} does not exist at {self.endpoint or 'AWS'}; "
-                "create it or fix the spec"
-            )
-        return S3ConfigError(
-            f"S3 {what} on s3://{self.bucket}/{self.prefix} refused: the credentials "
-            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws/credentials) "
-            "are not accepted"
-        )
+        return self.client.call(what, fn)
 
     # -- blobs -------------------------------------------------------------------
     @staticmethod
@@ -392,12 +254,7 @@ class S3Backend(Backend):
             self._call("DELETE", lambda s: obstore.delete(s, name))
 
     def close(self) -> None:
-        self._store = None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+        self.client.close()
 
 
 class S3Store(Store):

@@ -215,20 +215,37 @@ class S3Server:
             delay = min(delay * 2, 0.2)
 
     def _bucket_ready(self) -> bool:
-        """Whether the S3 port answers and the bucket exists (weed creates it a moment later)."""
+        """Whether the S3 port answers, the bucket exists and stored data can be read back.
+
+        weed creates the bucket a moment after the S3 port opens, and after a
+        restart its volume server may lag behind the gateway: a probe object,
+        written once through the filer's HTTP API (no signature needed; buckets
+        are its ``/buckets/<name>``), must read back before the server is ready.
+        """
         if not self.answers():
             return False
-        # The filer's HTTP API needs no signature; buckets are its /buckets/<name>.
-        request = f"HEAD /buckets/{self.bucket}/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode()
+        import http.client
+
+        probe = f"/buckets/{self.bucket}/.stepcache-ready"
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports["filer.port"], timeout=2.0)
         try:
-            with socket.create_connection(
-                ("127.0.0.1", self.ports["filer.port"]), timeout=1.0
-            ) as s:
-                s.sendall(request)
-                status = s.recv(32).split(b" ", 2)
-        except OSError:
+            conn.request("HEAD", f"/buckets/{self.bucket}/")
+            with conn.getresponse() as bucket:
+                if bucket.status != 200:
+                    return False
+            conn.request("GET", probe)
+            with conn.getresponse() as got:
+                body = got.read()
+            if got.status == 404:
+                conn.request("PUT", probe, body=b"ok")
+                with conn.getresponse() as put:
+                    put.read()
+                return False  # read it back on the next look
+            return got.status == 200 and body == b"ok"
+        except (OSError, http.client.HTTPException):
             return False
-        return len(status) > 1 and status[1] == b"200"
+        finally:
+            conn.close()
 
     def _signal_and_wait(self, sig: int, timeout: float) -> bool:
         assert self._proc is not None
