@@ -187,14 +187,20 @@ def _zstd(programs: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _secret_unset() -> Iterator[None]:
-    # The stores get an explicit secret; one from the environment would override nothing.
-    saved = os.environ.pop("STEPCACHE_SECRET", None)
+def _environment(server: Any) -> Iterator[None]:
+    """The server's credentials for the stores; no $STEPCACHE_SECRET (they are given one)."""
+    names = [*server.env, "STEPCACHE_SECRET"]
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.pop("STEPCACHE_SECRET", None)
+    os.environ.update(server.env)
     try:
         yield
     finally:
-        if saved is not None:
-            os.environ["STEPCACHE_SECRET"] = saved
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -212,7 +218,7 @@ def run(quick: bool) -> dict[str, Any]:
     with S3Server() as server:
         figures: dict[str, Any] = {"machine": h.machine(), "n": n}
         figures["clients"] = _clients(server, n)
-        with _secret_unset():
+        with _environment(server):
             figures["store"] = _store_vs_raw(server, n)
     figures["zstd"] = _zstd(5 if quick else 20)
     return figures

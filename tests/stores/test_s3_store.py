@@ -66,6 +66,9 @@ def test_spec_options_and_keywords(s3_server: S3Server) -> None:
         parse_spec("s3://bucket/p?password=hunter2")
     with pytest.raises(ValueError, match="bad S3 spec"):
         parse_spec("s3://ab/p")
+    for endpoint in ("http://127.0.0.1:99999", "127.0.0.1:8333", "ftp://host"):
+        with pytest.raises(ValueError, match="bad S3 endpoint"):  # never a crash of the client
+            S3Store(f"s3://bucket/p?endpoint={endpoint}")
 
 
 def test_credentials_come_from_the_aws_config_files(

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from stepcache.errors import StoreUnavailableError
 
-__all__ = ["QUERY", "S3Client", "S3ConfigError", "file_credentials", "parse_spec"]
+__all__ = ["QUERY", "S3Client", "S3ConfigError", "check_endpoint", "file_credentials", "parse_spec"]
 
 _T = TypeVar("_T")
 _REFUSED: Final = (
@@ -57,6 +57,26 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
             + (f"; unknown option(s) {', '.join(sorted(unknown))}" if unknown else "")
         )
     return parts.netloc, parts.path.strip("/"), query
+
+
+def check_endpoint(endpoint: str | None) -> None:
+    """Refuse an endpoint the client could not use (it would abort the process, not raise).
+
+    >>> check_endpoint("http://127.0.0.1:8333")
+    >>> check_endpoint("127.0.0.1:8333")
+    Traceback (most recent call last):
+    ...
+    ValueError: bad S3 endpoint '127.0.0.1:8333': expected http(s)://host[:port]
+    """
+    if endpoint is None:
+        return
+    parts = urlsplit(endpoint)
+    try:
+        parts.port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"bad S3 endpoint {endpoint!r}: expected http(s)://host[:port]")
 
 
 def file_credentials() -> dict[str, str]:
@@ -167,6 +187,11 @@ class S3Client:
             if any(code in str(exc) for code in _REFUSED):  # listing errors are generic
                 raise self._config_error(what, exc) from exc
             raise StoreUnavailableError(f"S3 {what}: {_first_line(exc)}") from exc
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException":
+                raise
+            # The client's Rust core aborted a call (a BaseException): an outage, never a crash.
+            raise StoreUnavailableError(f"S3 {what}: the client failed: {exc}") from exc
 
     def _config_error(self, what: str, exc: BaseException) -> S3ConfigError:
         if "NoSuchBucket" in str(exc):

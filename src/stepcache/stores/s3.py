@@ -30,7 +30,7 @@ from typing import Any, Final, TypeVar
 
 from stepcache import codec
 from stepcache.stores import _maintenance, _s3lease
-from stepcache.stores._s3client import S3Client, S3ConfigError, parse_spec
+from stepcache.stores._s3client import S3Client, S3ConfigError, check_endpoint, parse_spec
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, Store, validate_key
 from stepcache.stores.directory.eviction import PruneResult
@@ -74,6 +74,7 @@ class S3Backend(Backend):
     ) -> None:
         self.bucket, self.prefix, query = parse_spec(spec)
         self.endpoint = endpoint or query.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL")
+        check_endpoint(self.endpoint)
         self.region = region or query.get("region")
         if read_only is None:
             read_only = query.get("read_only", "").lower() in _TRUE
