@@ -23,7 +23,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     from stepcache.demo.runner import run_demo
 
     programs, repeat = (20, 1) if quick else (100, 3)
-    reports = [run_demo(programs=programs, workers=WORKERS).to_dict() for _ in range(repeat)]
+    reports = [
+        run_demo(programs=programs, workers=WORKERS, fresh=True).to_dict() for _ in range(repeat)
+    ]
     return {"workers": WORKERS, "programs": programs, "repeat": repeat, "reports": reports}
 
 

@@ -172,6 +172,7 @@ SCENARIOS: dict[str, Scenario] = {
             "fingerprint", "benchmarks.bench_fingerprint", "7. fingerprint", _fingerprint_section
         ),
         Scenario("redis", "benchmarks.bench_redis", "8. Shared tiers", _redis_section),
+        Scenario("trees", "benchmarks.bench_trees", "11. Serving checked trees"),
         # Last: it leaves 300,000 files being deleted in the background.
         Scenario("scaling", "benchmarks.bench_scaling", "9. Hit latency as the cache fills"),
         Scenario("gt4py", "benchmarks.bench_gt4py", "10. GT4Py with stepcache", default=False),

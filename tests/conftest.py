@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import stepcache as sc
+from stepcache._log import ONCE
 from stepcache.testing.redis_server import redis_server_fixture
 from stepcache.testing.s3_server import s3_server_fixture
 
@@ -29,6 +30,7 @@ def _isolated(
     monkeypatch.setenv("STEPCACHE_DIR", str(home / "cache"))
     monkeypatch.setenv("STEPCACHE_MEMO_DIR", str(home / "memo"))
     sc.reset_registry()
+    ONCE.reset()  # each test sees its own warnings
     yield
     sc.reset_registry()
 

@@ -123,7 +123,7 @@ def test_every_default_scenario_is_listed() -> None:
     names = [s.name for s in SCENARIOS.values() if s.default]
     assert sorted(names) == sorted([
         "store", "open", "contention", "herd", "demo", "scaling", "identity",
-        "fingerprint", "redis",
+        "fingerprint", "redis", "trees",
     ])  # fmt: skip
 
 

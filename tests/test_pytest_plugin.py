@@ -162,8 +162,8 @@ def test_summarize_adds_up_processes_per_store() -> None:
     ]
 
 
-def test_report_says_when_no_store_was_opened() -> None:
-    assert format_report([]) == ["no stepcache store was opened with stepcache.open_store"]
+def test_report_says_when_no_store_was_used() -> None:
+    assert format_report([]) == ["no stepcache store was used in this session"]
 
 
 def test_gt4py_option_without_gt4py_is_a_usage_error_naming_it(
@@ -179,3 +179,52 @@ def test_gt4py_option_without_gt4py_is_a_usage_error_naming_it(
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--stepcache-gt4py*GT4Py is not importable*pip install*"])
+
+
+DIRECT = """
+import os
+
+import stepcache as sc
+
+ROOT = os.environ["SUITE_STORE"]
+
+
+def test_a_store_made_directly_and_closed():
+    store = sc.DirectoryStore(ROOT)
+    assert store.get_or_compute("ab" * 16, lambda: 1) == 1
+    store.close()
+
+
+def test_a_store_made_directly_and_dropped_unclosed():
+    store = sc.DirectoryStore(ROOT)
+    assert store.get_or_compute("ab" * 16, lambda: 1) == 1  # one of the two computes it
+    assert store.get_or_compute("cd" * 16, lambda: 3) == 3
+    del store
+
+
+def test_a_memory_store_in_a_tiered_store():
+    tiers = sc.TieredStore([sc.MemoryStore("near"), sc.MemoryStore("far")])
+    assert tiers.get_or_compute("ef" * 16, lambda: 4) == 4
+    tiers.close()
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [[], ["-n", "2", "-p", "xdist"]], ids=["one", "xdist"])
+def test_report_covers_stores_made_directly_closed_or_not(
+    pytester: pytest.Pytester, suite: Path, workers: list[str]
+) -> None:
+    pytester.makepyfile(test_suite=DIRECT)
+    result = pytester.runpytest_subprocess(
+        *workers, "-p", "stepcache.pytest_plugin", "--stepcache-report"
+    )
+    result.assert_outcomes(passed=3)
+    lines = report_lines(result)
+    [mine] = [line for line in lines if line.startswith(f"dir://{suite}:")]
+    assert mine.startswith(f"dir://{suite}: 2 instances opened by ")
+    assert mine.endswith("; 2 keys added, 2 entries now")
+    start = lines.index(mine)
+    assert step_row(lines[start:], "(all)") == [1, 2, 2]
+    [tiered] = [line for line in lines if line.startswith("tiered://")]
+    assert "1 instance opened by 1 process; 1 key added" in tiered
+    assert "no stepcache store" not in result.stdout.str()

@@ -22,11 +22,14 @@ def test_readme_example_runs_and_explains_the_changed_setting(
     exec(compile(code.group(1), str(README), "exec"), module.__dict__)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "/* C for laplacian */"
-    assert re.fullmatch(r"differs from [0-9a-f]{12} in step\.enable_itir_transforms", out[1])
+    changed = r"step\.enable_itir_transforms: False -> True"
+    assert re.fullmatch(rf"differs from [0-9a-f]{{12}} in {changed}", out[1])
 
 
 def test_readme_shows_both_set_up_commands() -> None:
     text = README.read_text()
-    assert "pip install -e .  " in text
+    # The first command installs what the demo needs (numpy, in the demo extra).
+    assert text.index("pip install -e '.[demo]'") < text.index("stepcache demo")
+    assert "pip install -e .  " not in text  # without the extra, the demo cannot run
     assert "pip install -e '.[test]'" in text
     assert "\npytest " in text

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stepcache import _log
 from stepcache.cached import CachedDirStep, CachedStep, MissReport
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
     CompilerError,
     InvalidKeyError,
-    LockTimeoutError,
     ReadOnlyStoreError,
     StepCacheError,
     StoreUnavailableError,
@@ -37,6 +37,9 @@ from stepcache.stores.directory.store import DirectoryStore
 from stepcache.stores.memory import MemoryStore
 from stepcache.stores.registry import open_store, register_backend, reset_registry
 from stepcache.stores.tiered import TieredStore
+
+# Each warning once per process, however many stores report it.
+_log.install()
 
 if TYPE_CHECKING:
     from stepcache.stores.redis import RedisStore
@@ -55,7 +58,6 @@ __all__ = [
     "EntryStat",
     "FunctionStep",
     "InvalidKeyError",
-    "LockTimeoutError",
     "MemoryStore",
     "MissRecord",
     "MissReport",

@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import xxhash
 
-from stepcache.codec import EntryHeader
-from stepcache.fingerprint import diff_manifests, fingerprint, manifest
-from stepcache.identity import CodeIdentity, Toolchain, code_identity
+from stepcache.explain import MissReport, compare_to_nearest
+from stepcache.fingerprint import fingerprint, manifest
+from stepcache.fingerprint._manifest import leaf_entry
+from stepcache.identity import CodeIdentity, Toolchain, code_identity, code_modules
 from stepcache.step import FunctionStep, StepBase
 from stepcache.stores.base import MISSING, Store
 
-__all__ = [
-    "CachedDirStep",
-    "CachedStep",
-    "MissReport",
-    "compare_to_nearest",
-    "default_label",
-    "describe_change",
-]
+__all__ = ["CachedDirStep", "CachedStep", "MissReport", "default_label"]
 
 log = logging.getLogger("stepcache")
 _KEY_VERSION = "stepcache.CachedStep/1"
@@ -48,84 +42,6 @@ def step_name(step: Any) -> str:
     if isinstance(step, FunctionStep):
         return step.name
     return type(step).__qualname__
-
-
-def describe_change(path: str, old: str | None, new: str | None) -> str:
-    """One readable line for a manifest path that differs between two entries."""
-    if path.startswith("code[") and ":" in path:
-        name, _, rel = path.partition(":")
-        what = "added" if old is None else "removed" if new is None else "changed"
-        return f"{name}: {rel} {what}"
-    if path.startswith("toolchain."):
-        return f"{path}: {old} -> {new}"
-    return path
-
-
-@dataclasses.dataclass(frozen=True)
-class MissReport:
-    """Why an input misses: the nearest stored entry of the same step and what differs.
-
-    ``differences`` are manifest paths such as ``step.opt_level``,
-    ``input.body[3].op``, ``version``, ``code[mypkg.passes]:mypkg/passes.py``
-    or ``toolchain.env[CFLAGS]``; ``changes`` adds the recorded values
-    (digests, or readable values for toolchain parts). Both empty on a hit.
-    """
-
-    hit: bool
-    key: str
-    step: str
-    label: str
-    nearest_key: str | None = None
-    differences: tuple[str, ...] = ()
-    changes: tuple[tuple[str, str | None, str | None], ...] = ()
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """One line per difference, most specific first (code and toolchain named)."""
-        lines = [describe_change(*change) for change in self.changes]
-        code_files = {ln.partition(":")[0] for ln in lines if ln.startswith("code[") and ": " in ln}
-        # A changed file also changes its package digest; report the file only.
-        return tuple(ln for ln in lines if ln not in code_files)
-
-    @property
-    def reason(self) -> str:
-        """One line: the top reasons for the miss."""
-        if self.hit:
-            return "hit"
-        if self.nearest_key is None:
-            return f"no stored entry of step {self.step!r}"
-        reasons = self.reasons
-        shown = "; ".join(reasons[:5]) or "identical manifest (key function differs)"
-        more = f" (+{len(reasons) - 5} more)" if len(reasons) > 5 else ""
-        return f"differs from {self.nearest_key[:12]} in {shown}{more}"
-
-
-def compare_to_nearest(
-    headers: Iterable[EntryHeader],
-    key: str,
-    step: str,
-    label: str,
-    mine: Mapping[str, str],
-) -> MissReport:
-    """A :class:`MissReport` for ``key`` against the nearest of ``headers``.
-
-    Nearest: same step, preferring the same label, fewest differing paths.
-    Shared by :meth:`CachedStep.explain` and ``stepcache explain``.
-    """
-    best: tuple[tuple[int, int], str, Mapping[str, str], list[str]] | None = None
-    for header in headers:
-        theirs = header.info.get("manifest")
-        if header.key == key or header.step != step or not isinstance(theirs, dict):
-            continue
-        diff = diff_manifests(theirs, mine)
-        rank = (int(header.label != label), len(diff))
-        if best is None or rank < best[0]:
-            best = (rank, header.key, theirs, diff)
-    if best is None:
-        return MissReport(False, key, step, label)
-    _, nearest, old, diff = best
-    changes = tuple((p, old.get(p), mine.get(p)) for p in diff)
-    return MissReport(False, key, step, label, nearest, tuple(diff), changes)
 
 
 class _EntryInfo(Mapping[str, Any]):
@@ -185,7 +101,9 @@ class CachedStep(StepBase):
     def __post_init__(self) -> None:
         code: object = self.code
         if isinstance(code, str):  # a single module name is a common slip
-            object.__setattr__(self, "code", (code,))
+            code = (code,)
+        # Checked now: a misspelled module would never re-key anything.
+        object.__setattr__(self, "code", code_modules(cast("tuple[str, ...]", code)))
         if not callable(self.step):
             raise TypeError(f"CachedStep needs a callable step, got {type(self.step).__name__}")
         if not isinstance(self.store, Store):
@@ -226,7 +144,7 @@ class CachedStep(StepBase):
 
     def manifest_for(self, inp: Any) -> dict[str, str]:
         """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
-        out = {"version": fingerprint(self.version)[:16]}
+        out = {"version": leaf_entry(self.version)}
         for ident in self.code_identities:
             out[f"code[{ident.name}]"] = ident.digest[:16]
             for rel, digest in ident.files[:_MANIFEST_FILES]:
@@ -236,7 +154,7 @@ class CachedStep(StepBase):
         for prefix, value, depth in (("step", self.step, 2), ("input", inp, 3)):
             parts = manifest(value, depth=depth)
             if not parts:
-                out[prefix] = fingerprint(value)[:16]
+                out[prefix] = leaf_entry(value)
             for path, digest in parts.items():
                 out[f"{prefix}{'' if path.startswith('[') else '.'}{path}"] = digest
         return out

@@ -13,8 +13,6 @@
     │           a cache directory others could write to (owner, mode or symlinks)
     ├── ReadOnlyStoreError(StepCacheError, PermissionError)
     │       a write to a store opened ``read_only=True``
-    ├── LockTimeoutError(StepCacheError, TimeoutError)
-    │       a per-key lock was not granted in time (only where asked to raise)
     └── CompilerError(StepCacheError, RuntimeError)
             an external compiler is missing or failed
 
@@ -37,7 +35,6 @@ from __future__ import annotations
 __all__ = [
     "CompilerError",
     "InvalidKeyError",
-    "LockTimeoutError",
     "ReadOnlyStoreError",
     "StepCacheError",
     "StoreUnavailableError",
@@ -91,10 +88,6 @@ class UnsafeStoreError(StoreUnavailableError, PermissionError):
 
 class ReadOnlyStoreError(StepCacheError, PermissionError):
     """A write, delete or clear on a store opened with ``read_only=True``."""
-
-
-class LockTimeoutError(StepCacheError, TimeoutError):
-    """A per-key lock was not granted within the timeout."""
 
 
 class CompilerError(StepCacheError, RuntimeError):

@@ -34,7 +34,14 @@ import xxhash
 
 from stepcache.errors import CompilerError
 
-__all__ = ["CodeIdentity", "Toolchain", "code_identity", "memo_directory", "toolchain"]
+__all__ = [
+    "CodeIdentity",
+    "Toolchain",
+    "code_identity",
+    "code_modules",
+    "memo_directory",
+    "toolchain",
+]
 
 _RACY_NS = 2_000_000_000  # a file modified this recently may change again within its mtime tick
 _lock = threading.Lock()
@@ -170,6 +177,52 @@ def _hash_files(root: str, files: list[tuple[str, int, int]]) -> list[tuple[str,
     return out
 
 
+_found: set[str] = set()
+# importable name -> file of a script run as __main__ (see code_modules)
+_scripts: dict[str, str] = {}
+
+
+def code_modules(names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` as :func:`code_identity` needs them; a name that cannot be found is an error.
+
+    ``__main__`` becomes the script's importable name, so editing the script
+    re-keys its steps. A misspelled name would otherwise be identified as
+    "missing" for ever, and editing the real module would never re-key.
+
+    >>> code_modules(["stepcache.step"])
+    ('stepcache.step',)
+    >>> code_modules(["stepcache.stpe"])
+    Traceback (most recent call last):
+    ...
+    ModuleNotFoundError: code= names 'stepcache.stpe', which cannot be found: ...
+    """
+    from stepcache.fingerprint._tokens import module_name
+
+    out = []
+    for given in names:
+        name = module_name(given)
+        script = getattr(sys.modules.get(given), "__file__", None)
+        if given != name and isinstance(script, str):
+            # The script may not be importable from here (python pkg/mod.py
+            # does not put pkg's parent on sys.path): identify it by its file.
+            _scripts[name] = script
+        elif name not in _found and name not in sys.modules:
+            try:
+                spec = importlib.util.find_spec(name)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is None:
+                raise ModuleNotFoundError(
+                    f"code= names {given!r}, which cannot be found: no such module or package "
+                    "on sys.path; check the spelling (code= takes importable module names, "
+                    "e.g. code=('mydsl.passes',))",
+                    name=name,
+                )
+            _found.add(name)
+        out.append(name)
+    return tuple(out)
+
+
 def code_identity(name: str) -> CodeIdentity:
     """Identify the sources of module or package ``name`` (imported if needed to locate it).
 
@@ -181,6 +234,8 @@ def code_identity(name: str) -> CodeIdentity:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         spec = None
+    if spec is None and name in _scripts:
+        spec = importlib.util.spec_from_file_location(name, _scripts[name])
     if spec is None or not (spec.origin or spec.submodule_search_locations):
         return CodeIdentity(name, "missing", "missing")
     if spec.submodule_search_locations:

@@ -11,10 +11,11 @@ controller with the worker's output, so the numbers cover every process.
 follows a miss (single-flight makes one process compute a missing key), so
 each is a key that was not in the store: on a warm run it should be 0.
 
-Only stores opened with :func:`stepcache.open_store` (directly, or by
-unpickling a store in a worker) are seen, and only while they are open: a
-store closed before the session ends (``reset_registry()`` in a fixture) is
-not in the report.
+Every store instance the session's processes made is seen, however it was
+made (``open_store``, ``DirectoryStore(path)``, unpickled in a worker) and
+whether or not it was closed before the end: the option switches on a census
+of store instances (:mod:`stepcache.stores._census`) that keeps their
+counters. A store that was opened but never used adds nothing.
 
 pytest imports this module at start-up in every run, so it imports nothing
 beyond the standard library and pytest until the option is given.
@@ -34,6 +35,8 @@ from typing import Any
 
 import pytest
 
+from stepcache.integrations import gt4py_pytest
+
 __all__ = ["StoreReport", "format_report", "process_snapshot", "summarize"]
 
 _OUTPUT_KEY = "stepcache"
@@ -50,56 +53,74 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="At the end, report what the stepcache stores did, summed over xdist workers.",
     )
     # Options of client integrations (stepcache.integrations.*) join this group here.
-    group.addoption(
-        "--stepcache-gt4py",
-        nargs="?",
-        const="1",
-        default=None,
-        metavar="SPEC",
-        help="Keep GT4Py's translations and compiled programs in a stepcache store: SPEC, "
-        "or the default store without one (like STEPCACHE_GT4PY=SPEC). Write "
-        "--stepcache-gt4py=SPEC, or put it after the test paths.",
-    )
+    gt4py_pytest.addoption(group)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """Start the store census before conftest files run, which may already make stores."""
+    if getattr(early_config.known_args_namespace, "stepcache_report", False):
+        from stepcache.stores import _census
+
+        _census.install()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the report collector; switch the GT4Py integration on when asked."""
     if config.getoption("stepcache_report"):
-        config.pluginmanager.register(_Report(config), "stepcache-report")
-    spec = config.getoption("stepcache_gt4py")
-    if spec is not None:
-        os.environ["STEPCACHE_GT4PY"] = spec  # xdist workers and compile workers inherit it
-    if os.environ.get("STEPCACHE_GT4PY"):
-        # Imports GT4Py only now, before any test imports its backends; fails
-        # loudly when the installed GT4Py lacks what the integration needs.
-        from stepcache.integrations import gt4py as sc_gt4py
+        from stepcache.stores import _census
 
-        try:
-            sc_gt4py.enable_from_env()
-        except sc_gt4py.GT4PyIntegrationError as exc:
-            raise pytest.UsageError(f"--stepcache-gt4py / STEPCACHE_GT4PY: {exc}") from exc
+        _census.install()
+        config.pluginmanager.register(_Report(config), "stepcache-report")
+    gt4py_pytest.configure(config)
 
 
 def process_snapshot() -> dict[str, Any]:
-    """What this process did with each open store, and why its recent misses missed.
+    """What this process did with each store it used, and why its recent misses missed.
 
     Each store's entry has its spec, this process's counters and, for each
-    recent miss, a short reason (see ``stepcache explain``).
+    recent miss, a short reason (see ``stepcache explain``). With the census
+    on (``--stepcache-report`` switches it on) every store instance counts,
+    however it was made and whether or not it is still open; otherwise the
+    stores that ``open_store`` has open.
     """
-    from stepcache.cli._explain import explain_misses
-    from stepcache.stores.registry import process_stats
-
     stores = []
-    for store, stats in process_stats():
+    for spec, stats, store in _used_stores():
         reasons: list[str] = []
         try:
             if stats.recent_misses:
-                explained = explain_misses(stats.recent_misses, store.headers())
-                reasons = [e.summary for e in explained]
+                reasons = _miss_reasons(spec, stats, store())
         except Exception:  # a report must never fail the test session (a remote went away)
             reasons = ["(not explained: the store could not be listed)"]
-        stores.append({"spec": store.spec, "stats": stats.to_dict(), "miss_reasons": reasons})
+        stores.append({"spec": spec, "stats": stats.to_dict(), "miss_reasons": reasons})
     return {"pid": os.getpid(), "stores": stores}
+
+
+def _used_stores() -> list[tuple[str, Any, Any]]:
+    from stepcache.stores import _census
+    from stepcache.stores.registry import process_stats
+
+    if _census.installed():
+        used = [(spec, st, ref) for spec, st, ref in _census.counted() if _did_something(st)]
+        return sorted(used, key=lambda item: item[0])
+    return [(s.spec, st, (lambda s=s: s)) for s, st in process_stats()]
+
+
+def _did_something(stats: Any) -> bool:
+    # A store that was only opened (a CLI call, a fixture never used) adds a
+    # line of zeros; it still counts as an instance when its spec was used.
+    return bool(stats.hits or stats.misses or stats.writes or stats.errors)
+
+
+def _miss_reasons(spec: str, stats: Any, store: Any) -> list[str]:
+    from stepcache.explain import explain_misses
+    from stepcache.stores.registry import open_store
+
+    if store is None or store.closed:
+        if spec.startswith("memory://"):
+            return []  # gone with its last instance
+        store = open_store(spec, read_only=True)
+    return [e.summary for e in explain_misses(stats.recent_misses, store.headers())]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +209,7 @@ def format_report(reports: Iterable[StoreReport]) -> list[str]:
         if r.reasons:
             lines.append(f"  top miss reasons (of {r.explained} recent misses):")
             lines += [f"    {count:>5}  {reason}" for reason, count in r.reasons]
-    return lines or ["no stepcache store was opened with stepcache.open_store"]
+    return lines or ["no stepcache store was used in this session"]
 
 
 def _count(n: int, word: str, plural: str = "s") -> str:

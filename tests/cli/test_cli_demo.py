@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,8 @@ def test_demo_json_uses_the_store_given_and_the_warm_run_adds_no_key(tmp_path: P
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert set(doc) == {"runs", "verified", "programs"}
+    assert set(doc) == {"runs", "verified", "programs", "store", "kept"}
+    assert doc["store"] == f"dir://{root}"
     assert doc["verified"] is True
     runs = {run["name"]: run for run in doc["runs"]}
     assert list(runs) == ["no-cache", "cold", "warm"]
@@ -71,6 +73,40 @@ def test_demo_table_has_a_row_per_run_and_the_ratios(capsys: pytest.CaptureFixtu
     rows = {c[0]: c[1:] for c in cells if len(c) == 9 and c[0] in ("cold", "warm")}
     assert rows["cold"] == ["5.00s", "6", "6", "0", "12", "2", "12", "12"]
     assert rows["warm"] == ["1.25s", "0", "0", "12", "0", "2", "12", "0"]
-    assert "warm run: 4.0x faster than cold" in lines
-    assert "cold vs no cache: +25% wall time (the cost of filling the cache)" in lines
+    assert "cold run: 1.2x slower than without a cache (the cost of filling the cache)" in lines
+    assert "warm run: 3.2x faster than without a cache, 4.0x faster than the cold run" in lines
     assert "verified: yes" in lines
+
+
+def test_demo_ratios_below_one_read_as_slower_and_a_warm_store_is_not_cold(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    runs = [dict(REPORT["runs"][0], wall_s=1.0)]  # type: ignore[index]
+    runs += [dict(REPORT["runs"][2], wall_s=w) for w in (1.25, 0.98)]  # type: ignore[index]
+    _demo._print_report({"runs": runs, "verified": True, "programs": 1})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "1 program"
+    assert "warm run 1: 1.2x slower than without a cache" in lines
+    assert "warm run 2: 2% faster than without a cache" in lines
+    assert not [line for line in lines if "cold" in line or re.search(r"\b0\.\d+x", line)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CC", "cc").split()[0]) is None,
+    reason="the demo compiles C and no C compiler ($CC or cc) is on PATH",
+)
+def test_demo_recompiles_a_program_whose_stored_library_was_truncated(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "stepcache.cli", "--store", str(root), "demo"]
+    args = ["--programs", "3", "--workers", "1", "--json"]
+    subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, check=True)
+    libraries = sorted(root.glob("v1/*/*/*.d/*.so"))
+    assert len(libraries) == 3
+    with open(libraries[0], "r+b") as f:
+        f.truncate(10)
+    proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    cold = json.loads(proc.stdout)["runs"][1]
+    assert (cold["compiles"], cold["translations"]) == (1, 0)  # only the damaged one, rebuilt
+    assert json.loads(proc.stdout)["verified"] is True

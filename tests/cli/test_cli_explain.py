@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import stepcache as sc
-from stepcache.cli._explain import explain_misses, nearest
+from stepcache.explain import explain_misses, nearest
 
 
 def header(key: str, step: str, label: str, created: float, manifest: str) -> sc.EntryHeader:

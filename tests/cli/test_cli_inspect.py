@@ -91,7 +91,7 @@ def test_stats_counts_the_instances_that_used_the_store_not_the_cli(
 def test_stats_text_shows_hit_rate_and_steps(root: Path, keys: dict[str, str]) -> None:
     proc = run_cli("stats", store=root)
     assert proc.returncode == 0, proc.stderr
-    assert "14.3% (1 hits, 6 misses)" in proc.stdout
+    assert "14.3% (1 hit, 6 misses)" in proc.stdout
     lines = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines() if line}
     assert lines["Translate"] == ["1", "4", "4"]
     assert lines["Parse"] == ["0", "2", "2"]
@@ -198,7 +198,7 @@ def test_explain_text_shows_the_path_by_name(root: Path, keys: dict[str, str]) -
     proc = run_cli("explain", store=root)
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if keys["lap_o3"][:12] in ln)
-    assert f"changed step.opt_level (vs {keys['lap_o2'][:12]})" in line
+    assert f"step.opt_level: 2 -> 3 (vs {keys['lap_o2'][:12]})" in line
 
 
 def test_explain_two_keys_lists_the_differing_paths(root: Path, keys: dict[str, str]) -> None:
@@ -223,9 +223,10 @@ def test_show_says_when_the_value_cannot_be_decoded_here(tmp_path: Path) -> None
     store.set("ab" * 16, program("lap"), info={"step": "Parse", "label": "lap"})
     store.close()
     proc = run_cli("show", "ababab", "--json", store=tmp_path / "cache")
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["value"] == {
-        "error": "the value does not decode here; use --no-value"
-    }
-    assert "does not decode" in proc.stderr  # the store's own one-line warning
+    assert proc.returncode == 1, proc.stderr
+    error = json.loads(proc.stdout)["value"]["error"]
+    assert "No module named 'test_cli_inspect'" in error
+    [line] = proc.stderr.splitlines()  # one line, saying how to see the rest
+    assert "does not decode" in line
+    assert "show abababababab --no-value" in line
     assert run_json("ls", store=tmp_path / "cache")[0]["key"] == "ab" * 16, "entry kept"

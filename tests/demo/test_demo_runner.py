@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -48,13 +49,17 @@ def test_demo_runs_no_cache_cold_and_warm_with_the_counts_of_a_working_cache(
     assert cold["entries"] == warm["entries"] == steps + 1
     assert len(sc.open_store(spec)) == steps + 1
 
-    assert seen == [(name, i, n) for name in ("no-cache", "cold", "warm") for i in range(1, n + 1)]
+    assert seen == [
+        (name, i, n) for name in ("no-cache", "first", "second") for i in range(1, n + 1)
+    ]
 
 
 def test_demo_report_has_the_documented_json_form() -> None:
-    report = run_demo(programs=2, workers=1)
+    report = run_demo(programs=2, workers=1, fresh=True)
     data = report.to_dict()
-    assert set(data) == {"runs", "verified", "programs"}
+    assert set(data) == {"runs", "verified", "programs", "store", "kept"}
+    assert data["kept"] is False
+    assert not os.path.exists(data["store"].removeprefix("dir://"))
     assert data["programs"] == 2
     assert data["verified"] is True
     keys = {

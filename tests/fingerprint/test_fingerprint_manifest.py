@@ -45,10 +45,11 @@ def with_stmt(index: int, **changes: Any) -> Kernel:
     return kernel(body=tuple(body))
 
 
-def test_manifest_maps_paths_to_16_hex_digits() -> None:
+def test_manifest_maps_paths_to_16_hex_digits_or_short_values() -> None:
     entries = manifest(kernel())
     assert {"name", "body", "body[3]", "body[3].op", "params", "params['alpha']"} <= set(entries)
-    assert all(re.fullmatch(r"[0-9a-f]{16}", digest) for digest in entries.values())
+    assert all(re.fullmatch(r"[0-9a-f]{16}|=.{1,40}", entry) for entry in entries.values())
+    assert entries["opt_level"] == "=2"  # a short scalar is recorded as its value
     assert "" not in entries
     assert not any(path.startswith("log") for path in entries)
 
@@ -133,8 +134,25 @@ def test_diff_omits_a_parent_explained_by_its_children() -> None:
 
 def test_manifest_digests_match_fingerprints_of_unexpanded_parts() -> None:
     entries = manifest(kernel(), depth=1)
-    assert entries["opt_level"] == fingerprint(2)[:16]
     assert entries["body"] == fingerprint(kernel().body)[:16]
+
+
+@pytest.mark.parametrize(
+    ("value", "entry"),
+    [(2, "=2"), (2.0, "=2.0"), (True, "=True"), (None, "=None"), ("O3", "='O3'"), ("", "=''")],
+)
+def test_short_scalars_and_strings_are_recorded_as_values(value: object, entry: str) -> None:
+    assert manifest({"x": value})["['x']"] == entry
+
+
+@pytest.mark.parametrize("value", [b"O3", "x" * 41, 10**50, Op.SUB])
+def test_large_binary_or_other_leaves_are_recorded_as_digests(value: object) -> None:
+    assert manifest({"x": value})["['x']"] == fingerprint(value)[:16]
+
+
+def test_values_that_differ_in_type_only_differ_in_the_manifest() -> None:
+    entries = [manifest({"x": v})["['x']"] for v in (1, 1.0, True, "1")]
+    assert len(set(entries)) == 4
 
 
 def test_manifest_rejects_bad_arguments() -> None:
@@ -144,3 +162,14 @@ def test_manifest_rejects_bad_arguments() -> None:
         manifest(1, max_entries=-1)
     with pytest.raises(ValueError, match="mode"):
         manifest(1, mode="loose")
+
+
+def test_a_value_and_the_digest_of_the_same_value_are_no_difference() -> None:
+    # Entries written before short leaves were recorded as values carry digests.
+    new = manifest(kernel())
+    old = {
+        path: fingerprint(eval(e[1:]))[:16] if e.startswith("=") else e for path, e in new.items()
+    }
+    assert old != new
+    assert diff_manifests(old, new) == []
+    assert diff_manifests(old, manifest(kernel(opt_level=3))) == ["opt_level"]

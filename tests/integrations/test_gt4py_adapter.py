@@ -122,3 +122,12 @@ def test_enable_without_gt4py_says_how_to_install_it(monkeypatch: pytest.MonkeyP
     assert isinstance(err.value, RuntimeError)
     assert sc_gt4py.active_store() is None
     assert sc_gt4py.ENV_VAR not in os.environ
+    if sys.version_info < (3, 12):  # no install of GT4Py can work here: say what can
+        assert "GT4Py needs Python 3.12 or newer" in str(err.value)
+
+
+def test_the_install_hint_suggests_only_an_install_that_can_work() -> None:
+    assert sc_gt4py.install_hint((3, 12)) == "install it with: pip install 'stepcache[gt4py]'"
+    old = sc_gt4py.install_hint((3, 11))
+    assert old.startswith("GT4Py needs Python 3.12 or newer and this is Python 3.11")
+    assert not old.startswith("install it with")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import stat
 import time
 from pathlib import Path
@@ -306,3 +307,40 @@ def test_stats_leave_out_an_instance_that_only_opened_the_store(tmp_path: Path) 
         used[key(1)] = 1
     stats = DirectoryStore(tmp_path / "cache").stats()
     assert (stats.opens, stats.processes, stats.writes) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("where", ["entry-is-a-dir", "fanout-is-a-file", "fanout-unreadable"])
+def test_a_damaged_layout_is_a_miss_everywhere_and_never_an_oserror(
+    tmp_path: Path, where: str
+) -> None:
+    store = DirectoryStore(tmp_path / "cache")
+    store[key(1)] = "value"
+    store.put_dir(key(2), _tree_src(tmp_path))
+    entry = Path(store.backend.path(key(1)))
+    if where == "entry-is-a-dir":
+        entry.unlink()
+        entry.mkdir()
+    elif where == "fanout-is-a-file":
+        shutil.rmtree(entry.parent.parent)
+        entry.parent.parent.write_bytes(b"not a directory")
+    else:
+        entry.parent.chmod(0)
+    try:
+        # root can read an unreadable directory: there the entry is simply intact
+        intact = where == "fanout-unreadable" and os.geteuid() == 0
+        assert (key(1) in store) is intact
+        assert (store.header(key(1)) is not None) is intact
+        assert store.get(key(1)) == ("value" if intact else None)
+        assert (key(1) in list(store)) is intact
+        assert len(store) == len(list(store))
+        assert store.get_dir(key(2)) is not None  # its fanout is elsewhere
+    finally:
+        if where == "fanout-unreadable":
+            entry.parent.chmod(0o700)
+
+
+def _tree_src(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "lib.so").write_bytes(b"ELF")
+    return src

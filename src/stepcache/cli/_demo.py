@@ -12,7 +12,16 @@ from typing import Any
 import click
 
 from stepcache.cli import _render
-from stepcache.cli._app import EXIT_CHECK, EXIT_OK, CliError, Session, json_option, pass_session
+from stepcache.cli._app import (
+    EXIT_CHECK,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Session,
+    json_option,
+    pass_session,
+)
+from stepcache.cli._units import plural
 
 __all__ = ["register"]
 
@@ -45,29 +54,73 @@ def _demo_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | 
         yield report
 
 
-def _ratios(runs: dict[str, dict[str, Any]]) -> list[str]:
+def _compare(base: float, other: float, what: str) -> str:
+    """How ``other`` compares with ``base`` (``what``): a factor of at least 1, or a percentage.
+
+    >>> _compare(4.0, 1.0, "cold"), _compare(4.0, 5.0, "cold"), _compare(1.0, 1.04, "cold")
+    ('4.0x faster than cold', '1.2x slower than cold', '4% slower than cold')
+    >>> _compare(1.0, 1.0, "cold")
+    'as fast as cold'
+    """
+    factor = max(base, other) / min(base, other) if min(base, other) > 0 else 1.0
+    word = "faster" if other < base else "slower"
+    if factor >= 1.1:
+        return f"{factor:.1f}x {word} than {what}"
+    percent = round((factor - 1) * 100)
+    return f"{percent}% {word} than {what}" if percent else f"as fast as {what}"
+
+
+def _ratios(runs: list[dict[str, Any]]) -> list[str]:
+    """One line per cached run: against no cache and, for a warm run, against a cold one."""
+    plain = next((r["wall_s"] for r in runs if r["name"] == "no-cache"), None)
+    cold = next((r["wall_s"] for r in runs if r["name"] == "cold"), None)
+    names = [r["name"] for r in runs]
     lines = []
-    cold, warm, plain = (runs.get(n, {}).get("wall_s") for n in ("cold", "warm", "no-cache"))
-    if cold and warm:
-        lines.append(f"warm run: {cold / warm:.1f}x faster than cold")
-    if cold and plain:
-        cost = cold / plain - 1
-        lines.append(f"cold vs no cache: {cost:+.0%} wall time (the cost of filling the cache)")
+    for i, run in enumerate(runs):
+        if run["name"] == "no-cache" or plain is None:
+            continue
+        label = run["name"] + (f" run {i}" if names.count(run["name"]) > 1 else " run")
+        line = f"{label}: {_compare(plain, run['wall_s'], 'without a cache')}"
+        if run["name"] == "cold" and run["wall_s"] > plain:
+            line += " (the cost of filling the cache)"
+        if run["name"] == "warm" and cold is not None:
+            line += f", {_compare(cold, run['wall_s'], 'the cold run')}"
+        lines.append(line)
     return lines
 
 
-def _print_report(doc: dict[str, Any]) -> None:
+def _print_report(doc: dict[str, Any], look: str = "stepcache stats") -> None:
     right = [title for _, title in _COLUMNS]
-    out = _render.table("run", *right, right=right, title=f"{doc['programs']} programs")
+    title = plural(doc["programs"], "program")
+    out = _render.table("run", *right, right=right, title=title)
     for run in doc["runs"]:
         cells = [f"{run['wall_s']:.2f}s", *(f"{run[name]:,}" for name, _ in _COLUMNS[1:])]
         out.add_row(run["name"], *cells)
     verified = "yes" if doc["verified"] else "NO - results differ from the reference"
-    ratios = _ratios({run["name"]: run for run in doc["runs"]})
-    _render.show(out, *ratios, f"verified: {verified}")
+    lines = [*_ratios(doc["runs"]), f"verified: {verified}"]
+    if doc.get("store"):
+        where = doc["store"]
+        shown = where.removeprefix("dir://")
+        if doc.get("kept"):
+            lines += [f"store: {shown} (kept)", f"see it with: {look}"]
+        else:
+            lines.append(f"store: {shown} (temporary, removed)")
+    _render.show(out, *lines)
 
 
-@click.command(short_help="Run the demo toolchain without cache, cold and warm.")
+def _needs_numpy() -> None:
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        raise CliError(
+            "the demo needs numpy, which is not installed",
+            hint="install it with: pip install 'stepcache[demo]' "
+            "(in a source checkout: pip install -e '.[demo]')",
+            exit_code=EXIT_USAGE,
+        ) from None
+
+
+@click.command(short_help="Run the demo toolchain without cache, then twice with it.")
 @click.option(
     "--programs",
     default=100,
@@ -82,32 +135,45 @@ def _print_report(doc: dict[str, Any]) -> None:
     metavar="W",
     help="Worker processes (default: one per CPU).",
 )
+@click.option(
+    "--fresh", is_flag=True, help="Use a temporary store, removed afterwards, instead of the store."
+)
 @json_option
 @pass_session
-def demo(session: Session, programs: int, workers: int | None, as_json: bool) -> int:
-    """Compile a suite of stencil programs to C three times: no cache, cold, warm.
+def demo(session: Session, programs: int, workers: int | None, fresh: bool, as_json: bool) -> int:
+    """Compile a suite of stencil programs to C three times: without a cache, then twice with it.
 
-    Workers are spawned processes that open the store the way test fixtures
-    do. The table shows per run: wall time, programs compiled and translated
-    (real work, not cache hits), hits, misses, store instances the workers
-    opened, entries in the store afterwards and keys the run added. The cold
-    and warm runs use --store if given, else a fresh temporary directory.
-    Needs a C compiler ($CC or cc).
+    The cache is the store every command uses (--store, else $STEPCACHE_DIR,
+    else the user cache directory) and is kept, so `stepcache stats`, `ls`
+    and `explain` show what the demo did, and a second demo is warm. Nothing
+    is cleared: each run is named by what it met (cold: no hit; warm: no
+    miss). --fresh uses a temporary store instead. Workers are spawned
+    processes that open the store the way test fixtures do. The table shows
+    per run: wall time, programs compiled and translated (real work, not
+    cache hits), hits, misses, store instances the workers opened, entries in
+    the store afterwards and keys the run added. Needs a C compiler ($CC or
+    cc) and numpy.
 
     \b
     Examples:
       stepcache demo --programs 20 --workers 2
       stepcache --store /tmp/democache demo --json
+      stepcache demo --fresh
     """
+    _needs_numpy()
     from stepcache.demo.runner import run_demo
 
+    if not fresh:  # a store that cannot be used fails now, not after the first run
+        session.store(writes="demo", create=True)
     with _demo_progress(not as_json) as progress:
-        report = run_demo(programs=programs, workers=workers, store=session.spec, progress=progress)
+        report = run_demo(
+            programs=programs, workers=workers, store=session.spec, progress=progress, fresh=fresh
+        )
     doc = report.to_dict()
     if as_json:
         _render.emit_json(doc)
     else:
-        _print_report(doc)
+        _print_report(doc, session.command("stats"))
     return EXIT_OK if doc["verified"] else EXIT_CHECK
 
 
@@ -117,8 +183,9 @@ def _benchmarks_main() -> Callable[[list[str]], Any]:
     root = Path(stepcache.__file__).resolve().parents[2]
     if not (root / "benchmarks" / "__main__.py").is_file():
         raise CliError(
-            "no benchmarks next to this stepcache: they are not part of the installed package",
-            hint="run `stepcache bench` from a source checkout installed with pip install -e",
+            "the benchmarks are in the source tree, not in the installed package",
+            hint="run them from a source checkout: python -m benchmarks",
+            exit_code=EXIT_USAGE,
         )
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))

@@ -11,10 +11,10 @@ from rich.console import RenderableType
 
 from stepcache.cli import _render
 from stepcache.cli._app import CliError, Session, json_option, pass_session
-from stepcache.cli._explain import MissExplanation, explain_misses, manifest_of, nearest
 from stepcache.cli._inspect import header_dict, resolve_key
 from stepcache.cli._units import format_age
 from stepcache.codec import EntryHeader
+from stepcache.explain import MissExplanation, explain_misses, manifest_of, nearest, shown_entry
 from stepcache.fingerprint import diff_manifests
 from stepcache.stores.base import Store
 
@@ -52,7 +52,7 @@ def _print_compare(doc: dict[str, Any]) -> None:
     else:
         diff = _render.table("path", "a", "b")
         for row in doc["differences"]:
-            diff.add_row(row["path"], row["a"] or "(absent)", row["b"] or "(absent)")
+            diff.add_row(row["path"], shown_entry(row["a"]), shown_entry(row["b"]))
         lines.append(diff)
     _render.show(*lines)
 

@@ -6,6 +6,7 @@ entry found while looking is reported, not removed).
 
 from __future__ import annotations
 
+import logging
 import re
 import reprlib
 from typing import Any
@@ -13,12 +14,12 @@ from typing import Any
 import click
 from rich.console import RenderableType
 
-from stepcache.cli import _render
+from stepcache.cli import _render, _sizes
 from stepcache.cli._app import EXIT_USAGE, CliError, Session, json_option, pass_session
-from stepcache.cli._explain import manifest_of
 from stepcache.cli._options import duration, label_option, select_headers, size, step_option
-from stepcache.cli._units import format_age, format_bytes, iso_time
+from stepcache.cli._units import format_age, format_bytes, iso_time, plural
 from stepcache.codec import EntryHeader
+from stepcache.explain import manifest_of, shown_entry
 from stepcache.stores._stats import Stats
 from stepcache.stores.base import Store
 
@@ -34,19 +35,22 @@ _SORTS = {
 _MIN_PREFIX = 6
 
 
-def header_dict(header: EntryHeader) -> dict[str, Any]:
-    """The JSON form of an entry header, as ``ls --json`` prints it (no manifest)."""
+def header_dict(header: EntryHeader, size: int | None = None) -> dict[str, Any]:
+    """The JSON form of an entry header, as ``ls --json`` prints it (no manifest).
+
+    ``bytes`` is ``size``, the entry's bytes on disk with its artifact
+    directory (:mod:`stepcache.cli._sizes`); by default the entry file's.
+    """
     return {
         "key": header.key,
         "step": header.step,
         "label": header.label,
-        "bytes": header.total_bytes,
+        "bytes": header.total_bytes if size is None else size,
         "payload_bytes": header.payload_bytes,
         "created": header.created,
         "created_iso": iso_time(header.created),
         "codec": header.codec,
         "signed": header.signed,
-        # An artifact directory lives beside its entry; "bytes" does not include it.
         "kind": str(header.info.get("kind", "value")),
     }
 
@@ -72,10 +76,6 @@ def resolve_key(store: Store, prefix: str) -> EntryHeader:
     return header
 
 
-def _plural(n: int, word: str, suffix: str = "s") -> str:
-    return f"{n:,} {word}{'' if n == 1 else suffix}"
-
-
 def _step_rows(st: Stats) -> dict[str, tuple[int, int, int]]:
     rows = {name: (s.hits, s.misses, s.writes) for name, s in sorted(st.steps.items())}
     # Lookups made without a step name (store.get, get_dir) count in the
@@ -90,15 +90,17 @@ def _step_rows(st: Stats) -> dict[str, tuple[int, int, int]]:
 
 
 # -- stats -------------------------------------------------------------------
-def _stats_rows(spec: str, st: Stats) -> list[tuple[str, str]]:
+def _stats_rows(spec: str, st: Stats, unreachable: dict[str, str]) -> list[tuple[str, str]]:
+    misses = plural(st.misses, "miss", "misses")
     rows = [
         ("store", spec),
+        *(("unreachable", f"{tier} ({cause})") for tier, cause in unreachable.items()),
         ("entries", f"{st.entries:,} ({format_bytes(st.bytes)})"),
-        ("hit rate", f"{st.hit_rate:.1%} ({st.hits:,} hits, {st.misses:,} misses)"),
+        ("hit rate", f"{st.hit_rate:.1%} ({plural(st.hits, 'hit')}, {misses})"),
         ("writes", f"{st.writes:,}"),
         ("errors", f"{st.errors:,}"),
         ("evictions", f"{st.evictions:,}"),
-        ("instances", f"{st.opens:,} opened by {_plural(st.processes, 'process', 'es')}"),
+        ("instances", f"{st.opens:,} opened by {plural(st.processes, 'process', 'processes')}"),
     ]
     rows += [(n, f"{getattr(st, n):,}") for n in ("backfills", "remote_errors") if getattr(st, n)]
     return rows
@@ -118,9 +120,10 @@ def stats(session: Session, as_json: bool) -> None:
     store = session.store(read_only=True)
     st = store.stats()
     if as_json:
-        _render.emit_json({"spec": store.spec, **st.to_dict()})
+        _render.emit_json({"spec": store.spec, "unreachable": session.unreachable, **st.to_dict()})
         return
-    parts: list[RenderableType] = [_render.key_values(_stats_rows(store.spec, st))]
+    rows = _stats_rows(store.spec, st, session.unreachable)
+    parts: list[RenderableType] = [_render.key_values(rows)]
     if st.steps:
         per = _render.table("step", "hits", "misses", "writes", right=("hits", "misses", "writes"))
         for name, (h, m, w) in _step_rows(st).items():
@@ -165,8 +168,8 @@ def ls_command(
 ) -> None:
     """List entries, oldest first, from their headers (no cached value is decoded).
 
-    Sizes are of the entries; "+dir" marks an entry with an artifact directory
-    beside it (a build), whose files are not included.
+    Sizes are bytes on disk, as `stats` counts them; "+dir" marks an entry
+    with an artifact directory (a build), whose files are included.
 
     \b
     Examples:
@@ -174,34 +177,50 @@ def ls_command(
       stepcache ls --older-than 7d --larger-than 1M --sort size --reverse --limit 20
       stepcache ls --json | jq -r '.[].key'
     """
+    store = session.store(read_only=True)
+    size_of = _sizes.size_of(store)
     found = select_headers(
-        session.store(read_only=True).headers(),
+        store.headers(),
         step=step,
         label=label,
         older_than=older_than,
         larger_than=larger_than,
+        size=size_of,
     )
-    found.sort(key=_SORTS[sort_by], reverse=reverse)
+    sorts = {**_SORTS, "size": size_of}
+    found.sort(key=sorts[sort_by], reverse=reverse)
     shown = found if limit is None else found[:limit]
     if as_json:
-        _render.emit_json([header_dict(h) for h in shown])
+        _render.emit_json([header_dict(h, size_of(h)) for h in shown])
         return
     listing = _render.table("key", "step", "label", "size", "age", right=("size", "age"))
     for h in shown:
         age = format_age(h.created)
-        size = format_bytes(h.total_bytes) + (" +dir" if h.info.get("kind") == "dir" else "")
+        size = format_bytes(size_of(h)) + (" +dir" if h.info.get("kind") == "dir" else "")
         listing.add_row(h.key[:12], h.step, h.label, size, age)
-    total = sum(h.total_bytes for h in found)
+    total = sum(size_of(h) for h in found)
     more = f", {len(shown)} shown" if len(shown) != len(found) else ""
-    _render.show(listing, f"{len(found)} entries, {format_bytes(total)}{more}")
+    _render.show(listing, f"{plural(len(found), 'entry', 'entries')}, {format_bytes(total)}{more}")
 
 
 # -- show --------------------------------------------------------------------
 def _value_summary(store: Store, key: str) -> dict[str, Any]:
     unreadable = object()
-    value = store.get(key, unreadable)
-    if value is unreadable:  # the store has logged why (a class not importable here, ...)
-        return {"error": "the value does not decode here; use --no-value"}
+    why: list[str] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        # The reason becomes the command's error line instead of a second warning.
+        why.append(str(record.args[-1]) if isinstance(record.args, tuple) else "")
+        return False
+
+    logger = logging.getLogger("stepcache")
+    logger.filters.insert(0, hold)
+    try:
+        value = store.get(key, unreadable)
+    finally:
+        logger.removeFilter(hold)
+    if value is unreadable:
+        return {"error": why[-1] if why and why[-1] else "the value does not decode here"}
     summary: dict[str, Any] = {"type": f"{type(value).__module__}.{type(value).__qualname__}"}
     if hasattr(value, "__len__"):
         summary["len"] = len(value)
@@ -209,6 +228,18 @@ def _value_summary(store: Store, key: str) -> dict[str, Any]:
     short.maxstring = short.maxother = 200
     summary["repr"] = short.repr(value)
     return summary
+
+
+def _undecodable(session: Session, key: str, reason: str) -> CliError:
+    damaged = any(w in reason for w in ("checksum", "signature", "truncated", "HMAC", "corrupt"))
+    if damaged:
+        hint = f"remove damaged entries with: {session.command('verify --repair')}"
+    elif "Error" in reason:  # an exception of unpickling: a class or module missing here
+        show = session.command(f"show {key[:12]} --no-value")
+        hint = f"it needs code not importable here; see its header with: {show}"
+    else:
+        hint = f"see why with: {session.command('verify')}"
+    return CliError(f"entry {key[:12]} does not decode: {reason}", hint=hint)
 
 
 @click.command(short_help="Show one entry: header, manifest, value.")
@@ -235,6 +266,7 @@ def show(session: Session, key: str, no_value: bool, as_json: bool) -> None:
         doc["value"] = _value_summary(store, header.key)
     if as_json:
         _render.emit_json(doc)
+        _check_decoded(session, header.key, doc)
         return
     size = f"{format_bytes(header.total_bytes)} ({header.payload_bytes:,} B payload)"
     rows = [
@@ -246,14 +278,21 @@ def show(session: Session, key: str, no_value: bool, as_json: bool) -> None:
         ("codec", header.codec + (", signed" if header.signed else "")),
     ]
     rows += [(f"info.{k}", str(v)) for k, v in doc["info"].items() if k not in ("step", "label")]
-    rows += [(f"value.{k}", str(v)) for k, v in doc.get("value", {}).items()]
+    rows += [(f"value.{k}", str(v)) for k, v in doc.get("value", {}).items() if k != "error"]
     parts: list[RenderableType] = [_render.key_values(rows)]
     if doc["manifest"]:
-        manifest = _render.table("manifest path", "digest")
-        for path, digest in doc["manifest"].items():
-            manifest.add_row(path, digest)
+        manifest = _render.table("manifest path", "value or #digest")
+        for path, entry in doc["manifest"].items():
+            manifest.add_row(path, shown_entry(entry))
         parts += ["", manifest]
     _render.show(*parts)
+    _check_decoded(session, header.key, doc)
+
+
+def _check_decoded(session: Session, key: str, doc: dict[str, Any]) -> None:
+    error = doc.get("value", {}).get("error")
+    if error is not None:
+        raise _undecodable(session, key, error)
 
 
 def register(group: click.Group) -> None:

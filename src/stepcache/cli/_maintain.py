@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from stepcache.cli import _render
+from stepcache.cli import _render, _sizes
 from stepcache.cli._app import (
     EXIT_CHECK,
     EXIT_OK,
@@ -20,17 +20,21 @@ from stepcache.cli._app import (
     pass_session,
 )
 from stepcache.cli._options import duration, label_option, select_headers, size, step_option
-from stepcache.cli._units import format_bytes
+from stepcache.cli._units import format_bytes, plural
 from stepcache.stores.base import Store
 
 __all__ = ["register"]
+
+
+def _entries(n: int) -> str:
+    return plural(n, "entry", "entries")
 
 
 def _method(store: Store, name: str) -> Any:
     method = getattr(store, name, None)
     if method is None:
         raise CliError(
-            f"{name} is for directory stores; {store.spec} has no {name}",
+            f"{name} is for directory and S3 stores; {store.spec} has no {name}",
             hint="pass a directory with --store PATH",
             exit_code=EXIT_USAGE,
         )
@@ -68,7 +72,7 @@ def prune(
       stepcache prune --max-size 2G --max-age 30d
       stepcache prune --max-age 7d --dry-run
     """
-    store = session.store()
+    store = session.store(read_only=dry_run, writes="" if dry_run else "prune")
     run = _method(store, "prune")
     extra = {"dry_run": True} if dry_run else {}
     if dry_run and "dry_run" not in inspect.signature(run).parameters:
@@ -76,15 +80,16 @@ def prune(
             f"the prune of {store.spec} has no dry run", hint="run without --dry-run", exit_code=2
         )
     with _render.progress("pruning", enabled=not as_json) as update:
-        result = run(max_size, max_age, progress=_render.counting(update), **extra)
+        counter = _render.counting(update, lambda: len(store))
+        result = run(max_size, max_age, progress=counter, **extra)
     doc = {"dry_run": dry_run, **dataclasses.asdict(result)}
     if as_json:
         _render.emit_json(doc)
         return
     verb = "would remove" if dry_run else "removed"
     _render.show(
-        f"{verb} {doc['removed']} entries ({format_bytes(doc['freed'])}) and "
-        f"{doc['swept']} leftover files; {doc['entries']} entries "
+        f"{verb} {_entries(doc['removed'])} ({format_bytes(doc['freed'])}) and "
+        f"{plural(doc['swept'], 'leftover file')}; {_entries(doc['entries'])} "
         f"({format_bytes(doc['bytes'])}) {'stay' if dry_run else 'left'}"
     )
 
@@ -92,10 +97,10 @@ def prune(
 def _confirm(count: int, nbytes: int, spec: str, yes: bool) -> None:
     if yes or count == 0:
         return
-    question = f"Remove {count} entries ({format_bytes(nbytes)}) from {spec}?"
+    question = f"Remove {_entries(count)} ({format_bytes(nbytes)}) from {spec}?"
     if not sys.stdin.isatty():
         raise CliError(
-            f"refusing to clear {count} entries without confirmation",
+            f"refusing to clear {_entries(count)} without confirmation",
             hint="pass --yes to clear without asking",
         )
     if not click.confirm(question, default=False, err=True):
@@ -118,9 +123,11 @@ def clear(session: Session, step: str | None, label: str | None, yes: bool, as_j
       stepcache clear --step Translate --yes
       stepcache clear --label 'lap*'
     """
-    store = session.store()
+    store = session.store(writes="clear")
+    size_of = _sizes.size_of(store)
     chosen = select_headers(store.headers(), step=step, label=label)
-    _confirm(len(chosen), sum(h.total_bytes for h in chosen), store.spec, yes)
+    sizes = {h.key: size_of(h) for h in chosen}
+    _confirm(len(chosen), sum(sizes.values()), store.spec, yes)
     if step is None and label is None:
         store.clear()
         removed = chosen
@@ -132,11 +139,12 @@ def clear(session: Session, step: str | None, label: str | None, yes: bool, as_j
             except KeyError:  # removed meanwhile by another process
                 continue
             removed.append(header)
-    doc = {"removed": len(removed), "bytes": sum(h.total_bytes for h in removed)}
+    _sizes.remove_empty_fanout(store)
+    doc = {"removed": len(removed), "bytes": sum(sizes[h.key] for h in removed)}
     if as_json:
         _render.emit_json(doc)
     else:
-        _render.show(f"removed {doc['removed']} entries ({format_bytes(doc['bytes'])})")
+        _render.show(f"removed {_entries(doc['removed'])} ({format_bytes(doc['bytes'])})")
 
 
 @click.command(short_help="Check every entry; exit 1 if any is damaged.")
@@ -151,10 +159,10 @@ def verify(session: Session, repair: bool, as_json: bool) -> int:
       stepcache verify
       stepcache verify --repair --json
     """
-    store = session.store(read_only=not repair)
+    store = session.store(read_only=not repair, writes="verify --repair" if repair else "")
     run = _method(store, "verify")
     with _render.progress("verifying", enabled=not as_json) as update:
-        result = run(repair=repair, progress=_render.counting(update))
+        result = run(repair=repair, progress=_render.counting(update, lambda: len(store)))
     corrupt = [{"key": key, "reason": reason} for key, reason in result.corrupt]
     doc = {"checked": result.checked, "ok": result.ok, "corrupt": corrupt}
     doc["repaired"] = result.repaired
@@ -164,10 +172,16 @@ def verify(session: Session, repair: bool, as_json: bool) -> int:
         listing = _render.table("damaged entry", "reason")
         for bad in corrupt:
             listing.add_row(bad["key"], bad["reason"])
-        summary = f"{result.checked} entries checked, {result.ok} ok, {len(corrupt)} damaged"
+        summary = f"{_entries(result.checked)} checked, {result.ok} ok, {len(corrupt)} damaged"
         repaired = f", {result.repaired} removed" if repair else ""
         _render.show(*([listing] if corrupt else []), summary + repaired)
     unrepaired = len(corrupt) - (result.repaired if repair else 0)
+    if unrepaired > 0 and not repair:
+        click.echo(
+            f"stepcache: {plural(unrepaired, 'damaged entry', 'damaged entries')}; remove "
+            f"{'it' if unrepaired == 1 else 'them'} with: {session.command('verify --repair')}",
+            err=True,
+        )
     return EXIT_CHECK if unrepaired > 0 else EXIT_OK
 
 

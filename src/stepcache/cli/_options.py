@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import click
 
@@ -43,8 +43,11 @@ def select_headers(
     label: str | None = None,
     older_than: float | None = None,
     larger_than: int | None = None,
+    size: Callable[[EntryHeader], int] = lambda h: h.total_bytes,
 ) -> list[EntryHeader]:
     """The headers that pass every given filter (``None`` means no filter).
+
+    ``size`` gives an entry's size (see :mod:`stepcache.cli._sizes`).
 
     >>> select_headers([], step="Translate")
     []
@@ -56,5 +59,5 @@ def select_headers(
         if (step is None or h.step == step)
         and (label is None or fnmatch.fnmatchcase(h.label, label))
         and (older_than is None or h.created < now - older_than)
-        and (larger_than is None or h.total_bytes > larger_than)
+        and (larger_than is None or size(h) > larger_than)
     ]

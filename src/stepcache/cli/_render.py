@@ -116,15 +116,21 @@ def progress(description: str, *, enabled: bool) -> Iterator[ProgressFn | None]:
         yield update
 
 
-def counting(update: ProgressFn | None) -> Callable[[int], None] | None:
-    """Adapt ``update(done, total)`` to callbacks that report increments, ``fn(n)``."""
+def counting(update: ProgressFn | None, total: Callable[[], int]) -> Callable[[int], None] | None:
+    """Adapt ``update(done, total)`` to callbacks that report increments, ``fn(n)``.
+
+    ``total()`` is asked once, and only when there is a bar to show, so that a
+    bar has its total while ``--json`` and pipes pay nothing for it. A count
+    that outgrows it (entries written meanwhile) raises the total.
+    """
     if update is None:
         return None
-    done = 0
+    done, expected = 0, total()
+    update(0, expected)
 
     def add(n: int) -> None:
         nonlocal done
         done += n
-        update(done, 0)
+        update(done, max(expected, done))
 
     return add

@@ -56,7 +56,8 @@ def export(
     if step is not None or label is not None:
         keys = [h.key for h in select_headers(store.headers(), step=step, label=label)]
     with _render.progress("exporting", enabled=not as_json) as update:
-        result = export_entries(store, archive, keys, progress=_render.counting(update))
+        total = (lambda: len(keys)) if keys is not None else (lambda: len(store))
+        result = export_entries(store, archive, keys, progress=_render.counting(update, total))
     doc = {"archive": os.fspath(archive), **dataclasses.asdict(result)}
     if as_json:
         _render.emit_json(doc)
@@ -83,16 +84,13 @@ def import_(session: Session, archive: Path, as_json: bool) -> None:
       stepcache --store ~/.cache/stepcache import cache.tar.zst
     """
     from stepcache.stores._transfer import import_entries
-    from stepcache.stores.registry import resolve_spec
 
     _needs_zstd(archive)
-    scheme, canonical = resolve_spec(session.spec)
-    if scheme == "dir":  # the destination: a new directory is fine here
-        Path(canonical.partition("://")[2]).mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = session.store()
+    store = session.store(writes="import", create=True)  # a new directory is fine here
     try:
         with _render.progress("importing", enabled=not as_json) as update:
-            result = import_entries(store, archive, progress=_render.counting(update))
+            # The total is unknown until the archive is read: the bar grows with it.
+            result = import_entries(store, archive, progress=_render.counting(update, lambda: 0))
     except (ValueError, KeyError) as exc:
         raise CliError(f"{archive} is not a stepcache export: {exc}") from exc
     store.flush()

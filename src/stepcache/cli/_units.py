@@ -20,6 +20,7 @@ __all__ = [
     "iso_time",
     "parse_duration",
     "parse_size",
+    "plural",
 ]
 
 _DURATION_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -110,3 +111,12 @@ def iso_time(stamp: float) -> str:
     '1970-01-01T00:00:00+00:00'
     """
     return datetime.fromtimestamp(stamp, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``n`` and the noun that goes with it.
+
+    >>> plural(1, "entry", "entries"), plural(3, "entry", "entries"), plural(0, "program")
+    ('1 entry', '3 entries', '0 programs')
+    """
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"

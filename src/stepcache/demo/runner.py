@@ -9,26 +9,29 @@ them on deterministic inputs and check them against the numpy reference::
     result = run_suite(suite(20), workers=2, store_spec="/tmp/cache")
     result.verified, result.compiles, result.hits
 
-:func:`run_demo` runs the suite three times (no cache, cold, warm) and
-reports what each run did; the CLI renders it.
+:func:`run_demo` runs the suite three times (no cache, then twice with the
+cache) and reports what each run met and did; the CLI renders it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing
 import os
 import pickle
 import queue
 import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from stepcache.demo.programs import DTYPES, ProgramSpec, suite
 
-__all__ = ["DemoReport", "DemoRun", "RunResult", "run_demo", "run_suite"]
+__all__ = ["DemoReport", "DemoRun", "RunResult", "met", "run_demo", "run_suite"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,12 +90,23 @@ def _portable(exc: BaseException) -> BaseException:
     return exc
 
 
+def _stop(signum: int, frame: Any) -> None:
+    # terminate() unwinds the worker through its finally blocks: locks are
+    # released, temp files removed, counters recorded. A second signal must
+    # not cut that clean-up short (and SIG_IGN here would make Python report
+    # a signal already pending as a race), so later ones do nothing.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    raise KeyboardInterrupt
+
+
 def _worker(store_spec: str | None, tasks: Any, results: Any) -> None:
     from stepcache.demo.pipeline import Source, counters, reset_counters
     from stepcache.demo.programs import verify
 
+    signal.signal(signal.SIGTERM, _stop)
     reset_counters()
     build_root = tempfile.mkdtemp(prefix="stepcache-demo-build-")
+    stores: list[Any] = []
     try:
         pipelines, stores = _open_variants(store_spec, build_root)
         start = _own_counts(stores)
@@ -113,8 +127,13 @@ def _worker(store_spec: str | None, tasks: Any, results: Any) -> None:
             "instances": len(stores),
         }
         results.put(("summary", os.getpid(), summary))
+    except KeyboardInterrupt:
+        # Interrupted: nobody reads the results any more, so do not wait to send them.
+        results.cancel_join_thread()
     finally:
         shutil.rmtree(build_root, ignore_errors=True)
+        for store in stores:
+            store.flush()
 
 
 def _collect(
@@ -166,9 +185,29 @@ def _start_workers(
         ctx.Process(target=_worker, args=(store_spec, tasks, results), daemon=True)
         for _ in range(workers)
     ]
-    for p in procs:
-        p.start()
+    with _sigint_ignored():
+        for p in procs:
+            p.start()
     return procs, tasks, results
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Start workers that ignore Ctrl-C: the parent stops them, with time to clean up.
+
+    Ctrl-C reaches every process of the terminal's process group; a worker
+    interrupted anywhere (importing, in the middle of publishing an entry)
+    could not promise a whole store. A child that starts with SIGINT ignored
+    keeps ignoring it, and the parent's terminate() runs :func:`_stop`.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_suite(
@@ -259,11 +298,13 @@ class DemoReport:
 
     {"runs": [{"name": "no-cache", "wall_s": 5.3, "compiles": 100, ...},
               {"name": "cold", ...}, {"name": "warm", ...}],
-     "verified": true, "programs": 100}
+     "verified": true, "programs": 100, "store": "dir:///...", "kept": true}
     """
 
     runs: tuple[DemoRun, ...]
     programs: int
+    store: str = ""
+    kept: bool = True
 
     @property
     def verified(self) -> bool:
@@ -271,11 +312,13 @@ class DemoReport:
         return all(run.result.verified for run in self.runs)
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"runs": [...], "verified": bool, "programs": N}`` (``stepcache demo --json``)."""
+        """``{"runs": [...], "verified": bool, "programs": N, "store": spec, "kept": bool}``."""
         return {
             "runs": [run.to_dict() for run in self.runs],
             "verified": self.verified,
             "programs": self.programs,
+            "store": self.store,
+            "kept": self.kept,
         }
 
 
@@ -287,28 +330,46 @@ def _keys(store_spec: str | None) -> set[str]:
     return set(open_store(store_spec))
 
 
+def met(result: RunResult) -> str:
+    """What a run with a cache met: ``cold`` (no hit), ``warm`` (no miss) or ``partly warm``.
+
+    >>> met(RunResult(1.0, 2, 0, 0, hits=4, misses=0, instances=1, verified=True))
+    'warm'
+    """
+    if result.hits == 0:
+        return "cold"
+    return "warm" if result.misses == 0 else "partly warm"
+
+
 def run_demo(
     programs: int = 100,
     workers: int | None = None,
     store: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    *,
+    fresh: bool = False,
 ) -> DemoReport:
-    """Run the suite without a cache, then cold, then warm; report each run.
+    """Run the suite without a cache, then twice with one; report what each run met.
 
-    Without ``store`` the cache is a fresh temporary directory, removed
-    afterwards. With one, nothing is cleared: the "cold" run starts from
-    whatever the store holds and ``new_keys`` shows what it added.
-    ``progress(run_name, done, total)`` is called after each program::
+    The cache is ``store`` (a spec; ``None``: ``$STEPCACHE_DIR`` or the user
+    cache directory, like :func:`~stepcache.open_store`), and it is kept:
+    nothing is cleared, so on a store that already holds the suite the first
+    cached run is warm too. Each cached run is named by what it met
+    (:func:`met`). ``fresh=True`` uses a temporary directory instead,
+    removed afterwards. ``progress(run_name, done, total)`` is called after
+    each program, with the run names ``no-cache``, ``first`` and ``second``::
 
-        report = run_demo(programs=100, workers=2)
+        report = run_demo(programs=100, workers=2, fresh=True)
         print(json.dumps(report.to_dict()))
     """
+    from stepcache.stores.registry import resolve_spec
+
     specs = suite(programs)
     n_workers = workers or os.cpu_count() or 1
     runs: list[DemoRun] = []
     with tempfile.TemporaryDirectory(prefix="stepcache-demo-store-") as tmp:
-        spec = store if store is not None else os.path.join(tmp, "cache")
-        for name, run_spec in (("no-cache", None), ("cold", spec), ("warm", spec)):
+        spec = resolve_spec(os.path.join(tmp, "cache") if fresh else store)[1]
+        for name, run_spec in (("no-cache", None), ("first", spec), ("second", spec)):
             before = _keys(run_spec)
 
             def report(done: int, name: str = name) -> None:
@@ -317,9 +378,10 @@ def run_demo(
 
             result = run_suite(specs, workers=n_workers, store_spec=run_spec, progress=report)
             after = _keys(run_spec)
-            runs.append(DemoRun(name, result, len(after), len(after - before)))
-        if store is None:
+            shown = name if run_spec is None else met(result)
+            runs.append(DemoRun(shown, result, len(after), len(after - before)))
+        if fresh:
             from stepcache.stores.registry import open_store
 
             open_store(spec).close()
-    return DemoReport(tuple(runs), len(specs))
+    return DemoReport(tuple(runs), len(specs), spec, kept=not fresh)

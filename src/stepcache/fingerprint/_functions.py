@@ -54,11 +54,12 @@ def _code_parts(func: types.FunctionType) -> tuple[Any, ...]:
 def encode_function_strict(obj: types.FunctionType, out: list[Any], stack: list[Any]) -> None:
     """Functions in strict mode: by name; by name and code when the name is not importable."""
     qualname = obj.__qualname__
+    module = tk.module_name(obj.__module__)
     if "<" in qualname:  # <lambda>, <locals>: the name alone is ambiguous
-        out += (tk.LOCAL_FUNCTION, obj.__module__, qualname)
+        out += (tk.LOCAL_FUNCTION, module, qualname)
         stack.extend(reversed(_code_parts(obj)))
     else:
-        out += (tk.FUNCTION, obj.__module__, qualname)
+        out += (tk.FUNCTION, module, qualname)
 
 
 def encode_function_lenient(obj: types.FunctionType, out: list[Any], stack: list[Any]) -> None:

@@ -243,7 +243,8 @@ def encode_reduce(obj: Any, out: list[Any], stack: list[Any]) -> None:
         raise Unfingerprintable(obj, f"it cannot be pickled ({exc})") from exc
     if isinstance(reduced, str):
         module = getattr(obj, "__module__", None)
-        out += (tk.GLOBAL, module if isinstance(module, str) else type(obj).__module__, reduced)
+        module = module if isinstance(module, str) else type(obj).__module__
+        out += (tk.GLOBAL, tk.module_name(module), reduced)
         return
     if not isinstance(reduced, tuple) or not 2 <= len(reduced) <= 6:
         raise Unfingerprintable(obj, "its __reduce_ex__ returned neither a string nor a tuple")

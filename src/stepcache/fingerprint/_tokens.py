@@ -24,8 +24,11 @@ way only and no two values share an encoding:
 
 from __future__ import annotations
 
+import functools
 import marshal
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from xxhash import xxh3_128_digest
@@ -76,8 +79,46 @@ STRUCTURED_DTYPE = b"structdtype"
 
 
 def qualified_name(obj: Any) -> tuple[Any, Any]:
-    """Return ``(module, qualname)`` of a class or function, ``None`` where missing."""
-    return getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    """Return ``(module, qualname)`` of a class or function, ``None`` where missing.
+
+    A class or function of the script being run is named by the module the
+    script is when imported (:func:`module_name`), not ``__main__``.
+    """
+    return module_name(getattr(obj, "__module__", None)), getattr(obj, "__qualname__", None)
+
+
+def module_name(name: Any) -> Any:
+    """The importable name of module ``name``: ``__main__`` resolved, others unchanged.
+
+    ``python mypipe.py`` runs ``mypipe`` as ``__main__`` (and spawned
+    workers as ``__mp_main__``); keys must be those of ``import mypipe``, so
+    that a pipeline run as a script and the same pipeline imported (by
+    pytest, say) share their entries.
+
+    >>> module_name("stepcache.step"), module_name(None)
+    ('stepcache.step', None)
+    """
+    if name not in ("__main__", "__mp_main__"):
+        return name
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    spec_name = getattr(spec, "name", None)
+    if isinstance(spec_name, str) and spec_name not in ("__main__", "__mp_main__"):
+        return spec_name  # python -m pkg.mod
+    path = getattr(module, "__file__", None)
+    return _file_module(path) if isinstance(path, str) else name
+
+
+@functools.lru_cache(maxsize=16)
+def _file_module(path: str) -> str:
+    """``pkg.sub.mod`` for ``.../pkg/sub/mod.py``: up through the directories that are packages."""
+    file = Path(path).resolve()
+    parts = [file.stem]
+    folder = file.parent
+    while (folder / "__init__.py").is_file() and folder.parent != folder:
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return ".".join(parts)
 
 
 def type_tag(family: bytes, cls: type, *extra: Any) -> bytes:

@@ -16,20 +16,17 @@ Entries record ``step`` ``gt4py.translation[<backend>]`` or
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
 import functools
 import importlib
 import logging
 import os
-import shutil
-import tempfile
+import sys
 import threading
 import types
 import warnings
 from collections.abc import Callable, Iterator, MutableMapping
-from pathlib import Path, PurePath, PurePosixPath
+from pathlib import PurePath
 from typing import Any, Final
 
 from stepcache.errors import StepCacheError
@@ -44,6 +41,7 @@ __all__ = [
     "disable",
     "enable",
     "enable_from_env",
+    "install_hint",
 ]
 
 log = logging.getLogger("stepcache")
@@ -80,6 +78,22 @@ class GT4PyIntegrationError(StepCacheError, RuntimeError):
     """GT4Py is not installed, or lacks an internal piece the integration relies on."""
 
 
+def install_hint(version: tuple[int, int] = sys.version_info[:2]) -> str:
+    """How to install GT4Py, if this Python can run it (GT4Py 1.2 needs Python 3.12).
+
+    >>> install_hint((3, 12))
+    "install it with: pip install 'stepcache[gt4py]'"
+    >>> install_hint((3, 11)).startswith("GT4Py needs Python 3.12 or newer and this is Python 3.11")
+    True
+    """
+    if version >= (3, 12):
+        return "install it with: pip install 'stepcache[gt4py]'"
+    return (
+        f"GT4Py needs Python 3.12 or newer and this is Python {version[0]}.{version[1]}: "
+        "use a Python 3.12 environment, then pip install 'stepcache[gt4py]'"
+    )
+
+
 def _import(name: str) -> Any:
     with warnings.catch_warnings():
         # A GT4Py dependency warns at import time; under -W error that would abort enable().
@@ -92,9 +106,7 @@ def _load_gt4py() -> Any:
     try:
         version = str(getattr(_import("gt4py"), "__version__", "unknown"))
     except ImportError as exc:
-        raise GT4PyIntegrationError(
-            f"GT4Py is not importable ({exc}); install it with: pip install 'stepcache[gt4py]'"
-        ) from exc
+        raise GT4PyIntegrationError(f"GT4Py is not importable ({exc}); {install_hint()}") from exc
     mod: dict[str, Any] = {}
     missing: list[str] = []
     for short, name in _MODULES.items():
@@ -275,140 +287,6 @@ def _patch_file_cache(patches: _Saved, cls: type) -> None:
     _set_attr(patches, cls, "__reduce_ex__", __reduce_ex__)
 
 
-# -- compiled programs -----------------------------------------------------------------------
-def _build_key(folder_name: str) -> str:
-    """Key of a build folder: its name plus compiler, build environment, Python and platform."""
-    if _state.toolchain is None:
-        from importlib import metadata
-
-        from stepcache.errors import CompilerError
-        from stepcache.identity import toolchain
-
-        try:
-            chain = toolchain(compiler=os.environ.get("CXX") or "c++", env=_BUILD_ENV)
-        except CompilerError:  # no compiler: stored programs still load, under their own key
-            chain = toolchain(env=_BUILD_ENV)
-        versions = []
-        for dist in _BUILD_DISTRIBUTIONS:
-            with contextlib.suppress(metadata.PackageNotFoundError):
-                versions.append((dist, metadata.version(dist)))
-        _state.toolchain = (chain, tuple(versions))
-    return fingerprint((_KEY_VERSION, "build", folder_name, _state.toolchain))
-
-
-def _restore(gt: Any, store: Store, key: str, folder: Path, step: str) -> bool:
-    """Copy a stored compiled program into ``folder``; return whether it is usable now."""
-    stored = store.get_dir(key, info={"step": step})
-    if stored is None:
-        return False
-    from stepcache.stores import _fsutil
-
-    data = gt.build_data.read_data(stored)
-    module = PurePosixPath(str(getattr(data, "module", "")))
-    if module.is_absolute() or ".." in module.parts or not gt.compiler.is_usable(data, stored):
-        _say_once("bad-build", "stepcache: ignoring unusable stored GT4Py build %s", key)
-        return False
-    try:
-        (folder / module).parent.mkdir(parents=True, exist_ok=True)
-        for name in (module, _DATAFILE):  # gt4py.json last: it makes GT4Py take the folder
-            data_bytes = (stored / name).read_bytes()
-            _fsutil.write_atomic(str(folder / name), data_bytes, str(folder))
-    except OSError as exc:
-        _say_once("restore", "stepcache: cannot restore a GT4Py build into %s: %s", folder, exc)
-        return False
-    return True
-
-
-def _save(store: Store, key: str, artifact: Any, info: dict[str, str]) -> None:
-    """Store the extension module and ``gt4py.json`` of a finished build (not objects, libs)."""
-    src, module = Path(artifact.src_dir), PurePosixPath(str(artifact.module))
-    try:
-        with tempfile.TemporaryDirectory(prefix="stepcache-gt4py-") as tmp:
-            (Path(tmp) / module).parent.mkdir(parents=True)
-            shutil.copyfile(src / module, Path(tmp) / module)
-            shutil.copyfile(src / _DATAFILE, Path(tmp) / _DATAFILE)
-            store.put_dir(key, tmp, info=info)
-    except (OSError, ValueError, StepCacheError) as exc:
-        _say_once("save", "stepcache: cannot store the GT4Py build in %s: %s", src, exc)
-
-
-@dataclasses.dataclass
-class _Build:
-    """One compiler call: its build folder, once GT4Py asked for it, and whether to save it."""
-
-    step: str
-    folder: Path | None = None
-    key: str = ""
-    save: bool = False
-
-
-_building: contextvars.ContextVar[_Build | None] = contextvars.ContextVar("_building", default=None)
-
-
-def _cache_folder(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """``get_cache_folder``; a compiler's first call restores the folder from the store."""
-    folder = original(*args, **kwargs)
-    build, store, gt = _building.get(), _state.store, _state.gt
-    if build is None or build.folder is not None or store is None:
-        return folder  # not a compiler's own folder (compiledb template, DaCe, ...)
-    build.folder, build.key = Path(folder), _build_key(Path(folder).name)
-    with gt.locking.lock(folder):
-        if gt.compiler.is_usable(gt.build_data.read_data(build.folder), build.folder):
-            build.save = build.key not in store  # from GT4Py's own persistent cache
-        else:
-            build.save = not _restore(gt, store, build.key, build.folder, build.step)
-    return folder
-
-
-def _compile(original: Callable[[Any, Any], Any], compiler: Any, inp: Any) -> Any:
-    """``CPPCompiler.__call__``, keeping in the store what it had to build."""
-    store = _state.store
-    if store is None or compiler.force_recompile:
-        return original(compiler, inp)
-    backend = type(compiler).__name__.removesuffix("Compiler").lower() or "cpp"
-    build = _Build(step=f"gt4py.build[{backend}]")
-    token = _building.set(build)
-    try:
-        artifact = original(compiler, inp)
-    finally:
-        _building.reset(token)
-    if build.folder is None:
-        _say_once("folder", "stepcache: GT4Py built without asking for a folder; not cached")
-    elif build.save and not store.read_only and Path(artifact.src_dir) == build.folder:
-        label = str(getattr(getattr(inp.program_source, "entry_point", None), "name", ""))
-        _save(store, build.key, artifact, {"step": build.step, "label": label})
-    # GT4Py's compile workers outlive their tasks: record what this one did now,
-    # so a report made before they exit (pytest's) sees it.
-    store.flush()
-    return artifact
-
-
-def _patch_compiler(patches: _Saved, gt: Any) -> None:
-    """Route C++ compilers through the store; compiler instances switch workers on."""
-    cls = gt.compiler.CPPCompiler
-    original_call, original_folder = cls.__call__, gt.cache.get_cache_folder
-    plain_reduce: Callable[..., Any] = cls.__reduce_ex__
-
-    @functools.wraps(original_call)
-    def __call__(self: Any, inp: Any) -> Any:
-        return _compile(original_call, self, inp)
-
-    @functools.wraps(original_folder)
-    def get_cache_folder(*args: Any, **kwargs: Any) -> Any:
-        return _cache_folder(original_folder, *args, **kwargs)
-
-    def __reduce_ex__(self: Any, protocol: Any) -> Any:
-        reduced = plain_reduce(self, protocol)
-        if _state.store is None or not isinstance(reduced, tuple) or len(reduced) < 2:
-            return reduced
-        state = reduced[2] if len(reduced) > 2 else None
-        return (_revive, (_state.store, reduced[0], reduced[1], state))
-
-    _set_attr(patches, cls, "__call__", __call__)
-    _set_attr(patches, cls, "__reduce_ex__", __reduce_ex__)
-    _set_attr(patches, gt.cache, "get_cache_folder", get_cache_folder)
-
-
 # -- switching on and off --------------------------------------------------------------------
 def enable(store: Store | str | os.PathLike[str] | None = None) -> Store:
     """Route GT4Py's translation caches and compiled programs through ``store``; return it.
@@ -432,8 +310,10 @@ def enable(store: Store | str | os.PathLike[str] | None = None) -> Store:
         if _state.patches is None:
             patches: _Saved = []
             try:
+                from stepcache.integrations import _gt4py_builds
+
                 _patch_file_cache(patches, gt.filecache.FileCache)
-                _patch_compiler(patches, gt)
+                _gt4py_builds.patch_compiler(patches, gt)
             except BaseException:
                 _undo(patches)
                 raise

@@ -146,6 +146,10 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
         spec = default_directory()
     text = os.fspath(spec)
     scheme, sep, rest = text.partition("://")
+    if not sep and text.partition(":")[0].lower() in _factories and text.endswith(":"):
+        # "dir:" or "redis:" alone: a spec cut short, not a relative path named so.
+        example = "dir:///var/cache/stepcache" if text.lower() == "dir:" else f"{text}//..."
+        raise StoreUnavailableError(f"store spec {text!r} names no store: use e.g. {example}")
     if not sep:
         scheme, rest = "dir", text
     scheme = scheme.lower()
@@ -222,7 +226,7 @@ def construct(spec: str | os.PathLike[str] | None, **options: Any) -> Store:
 
 def reducer(store: StoreCore) -> tuple[Callable[..., Store], tuple[Any, ...]]:
     """How ``store`` pickles: reopened by spec through the registry, with its factory along."""
-    scheme = resolve_spec(store.spec)[0]
+    scheme = store.spec.partition("://")[0].lower() if "://" in store.spec else "dir"
     with _lock:
         factory = _factories.get(scheme)
     if factory is None:  # never registered: the backend itself travels

@@ -21,6 +21,7 @@ default rewrites it through ``store.backend.save``).
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 import threading
 import time
@@ -315,6 +316,15 @@ class StoreContract:
         opened = open_store(store.spec, **store.options())
         assert pickle.loads(pickle.dumps(opened)) is opened
 
+    def test_store_pickled_into_a_spawned_process_works_there(self, store: Store) -> None:
+        store[key(1)] = "from the parent"
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing registered
+        with ctx.Pool(1) as pool:
+            seen = pool.apply_async(_use_in_child, (pickle.dumps(store),)).get(timeout=90)
+        assert seen == ("from the parent" if self.persistent else None)
+        if self.persistent:
+            assert store[key(2)] == "from the child"
+
     def test_reopened_store_sees_the_entries(self, store: Store) -> None:
         if not self.persistent:
             pytest.skip("this backend keeps entries in one instance only")
@@ -325,3 +335,12 @@ class StoreContract:
         with store as entered:
             entered[key(1)] = 1
         assert store.closed
+
+
+def _use_in_child(blob: bytes) -> Any:
+    """In a spawned process: unpickle a store, read key 1, write key 2."""
+    store = pickle.loads(blob)
+    seen = store.get(key(1))
+    store[key(2)] = "from the child"
+    store.flush()
+    return seen

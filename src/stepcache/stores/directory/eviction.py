@@ -30,19 +30,30 @@ def hex_names(path: str) -> list[str]:
     """The two-hex-digit fanout directory names in ``path``, sorted."""
     try:
         names = os.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # absent, not a directory, unreadable: nothing listed there
         return []
     return sorted(n for n in names if len(n) == 2 and all(c in "0123456789abcdef" for c in n))
 
 
 def iter_keys(v1: str) -> Iterator[str]:
-    """The names under ``v1`` that are keys in their place of the fanout, unsorted."""
+    """The entry files under ``v1`` that are keys in their place of the fanout, unsorted.
+
+    Only regular files count, so listing agrees with ``key in store``: a
+    directory or symlink in an entry's place is no entry.
+    """
     for top in hex_names(v1):
         for sub in hex_names(f"{v1}/{top}"):
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                for name in os.listdir(f"{v1}/{top}/{sub}"):
-                    if name.startswith(top + sub) and KEY_RE.fullmatch(name):
-                        yield name
+            try:
+                with os.scandir(f"{v1}/{top}/{sub}") as found:
+                    entries = list(found)
+            except OSError:
+                continue
+            for entry in entries:
+                name = entry.name
+                if name.startswith(top + sub) and KEY_RE.fullmatch(name):
+                    with contextlib.suppress(OSError):
+                        if entry.is_file(follow_symlinks=False):
+                            yield name
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ from stepcache.errors import StoreUnavailableError, UnsafeStoreError
 from stepcache.stores import _fsutil
 from stepcache.stores.directory.beneath import is_group_dir
 
-__all__ = ["UNSIGNED", "check_root", "check_tree", "open_root"]
+__all__ = ["UNSIGNED", "check_dedicated", "check_root", "check_tree", "open_root"]
 
 #: the warning of a shared store without a secret, with ``%s`` for its spec
 UNSIGNED: Final = (
@@ -46,7 +46,9 @@ def check_root(root: str, st: os.stat_result, *, shared: bool = False) -> None:
         raise StoreUnavailableError(f"{root} is not a directory; pass a directory for the cache")
     why = "could plant entries that run code in this process (docs/security.md)"
     if st.st_mode & stat.S_IWOTH:
-        raise UnsafeStoreError(f"{root} is writable by every user, who {why}; chmod o-w {root}")
+        raise UnsafeStoreError(
+            f"{root} is writable by every user, any of whom {why}; chmod o-w {root}"
+        )
     if shared:
         return
     if st.st_uid not in (os.geteuid(), 0):
@@ -57,7 +59,7 @@ def check_root(root: str, st: os.stat_result, *, shared: bool = False) -> None:
         )
     if st.st_mode & stat.S_IWGRP:
         raise UnsafeStoreError(
-            f"{root} is writable by its group, whose members {why[4:]}; chmod g-w {root}, "
+            f"{root} is writable by its group, whose members {why}; chmod g-w {root}, "
             "or open it with shared=True if it is a group cache whose members you trust"
         )
 
@@ -80,8 +82,36 @@ def open_root(root: str, *, shared: bool, tag: bytes | None, durable: bool) -> N
         ) from exc
     if st is not None:
         check_root(root, st, shared=shared)
-    if tag is not None and (st is None or not os.path.exists(f"{root}/CACHEDIR.TAG")):
+    is_store = st is not None and os.path.exists(f"{root}/CACHEDIR.TAG")
+    if st is not None and not is_store:
+        check_dedicated(root)
+    if tag is not None and not is_store:
         _create(root, tag, shared=shared, durable=durable)
+
+
+def check_dedicated(root: str) -> None:
+    """Refuse to make a store of a directory that holds anything but stepcache's own.
+
+    A store's ``CACHEDIR.TAG`` tells backup tools to skip its directory: put
+    into ``/`` or a home directory, it would hide everything there from them,
+    and ``clear`` would work on files that are not entries. Allowed: an empty
+    directory, or one holding only what stepcache makes (its own directories
+    and ``memo/``, the code-identity memo kept in the default store directory).
+
+    >>> import tempfile
+    >>> check_dedicated(tempfile.mkdtemp())
+    """
+    try:
+        names = set(os.listdir(root))
+    except OSError as exc:
+        raise StoreUnavailableError(f"cannot open the cache directory {root}: {exc}") from exc
+    foreign = sorted(names - {*_OWN_DIRS, "memo"})
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise StoreUnavailableError(
+            f"{root} is not a stepcache store (no CACHEDIR.TAG) and holds other files "
+            f"({shown}); pass a new or empty directory for the cache, or set STEPCACHE_DIR"
+        )
 
 
 def _create(root: str, tag: bytes, *, shared: bool, durable: bool) -> None:
