@@ -200,3 +200,21 @@ def test_a_damaged_tree_archive_is_a_counted_miss_never_served(
     assert reader.get_dir(key(1)) is None
     assert reader.stats().errors == 1
     assert raw(reader, key(1)) is None
+
+
+def test_a_stopped_server_times_out_into_counted_misses_and_is_used_again(
+    s3_server: S3Server, s3_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(S3Backend, "backoff", 0.0)  # retry at once: this test sees each call
+    store = S3Store(s3_spec, timeout=0.5, connect_timeout=0.5)
+    store[key(1)] = "before"
+    s3_server.pause()  # connections are accepted, requests never answered
+    try:
+        assert store.get(key(1), "default") == "default"
+        assert store.get_or_compute(key(2), lambda: "computed") == "computed"
+    finally:
+        s3_server.resume()
+    stats = store.stats()
+    assert stats.remote_errors >= 2
+    assert stats.hits == 0
+    assert store[key(1)] == "before"
