@@ -177,6 +177,7 @@ SCENARIOS: dict[str, Scenario] = {
         # Last: it leaves 300,000 files being deleted in the background.
         Scenario("scaling", "benchmarks.bench_scaling", "9. Hit latency as the cache fills"),
         Scenario("gt4py", "benchmarks.bench_gt4py", "10. GT4Py with stepcache", default=False),
+        Scenario("s3", "benchmarks.bench_s3", "11. Object storage (S3)", default=False),
     )
 }
 

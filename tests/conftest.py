@@ -11,11 +11,14 @@ import pytest
 import stepcache as sc
 from stepcache._log import ONCE
 from stepcache.testing.redis_server import redis_server_fixture
+from stepcache.testing.s3_server import s3_server_fixture
 
 BACKENDS = ["memory", "dir", "redis", "tiered"]
 
 # One real redis-server per test worker, started on first use.
 redis_server = redis_server_fixture()
+# One real S3 server (SeaweedFS) per test worker, started on first use.
+s3_server = s3_server_fixture()
 
 
 @pytest.fixture(autouse=True)

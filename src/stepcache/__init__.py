@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from stepcache.identity import Toolchain, code_identity, toolchain
     from stepcache.stores.memory import MemoryStore
     from stepcache.stores.redis import RedisStore
+    from stepcache.stores.s3 import S3Store
     from stepcache.stores.tiered import TieredStore
 
 __version__ = "0.1.0.dev0"
@@ -66,6 +67,7 @@ __all__ = [
     "NamedSteps",
     "ReadOnlyStoreError",
     "RedisStore",
+    "S3Store",
     "Stats",
     "Step",
     "StepBase",
@@ -101,6 +103,7 @@ _LAZY = {
     "MemoryStore": "stepcache.stores.memory",
     "MissReport": "stepcache.explain",
     "RedisStore": "stepcache.stores.redis",
+    "S3Store": "stepcache.stores.s3",
     "TieredStore": "stepcache.stores.tiered",
     "Toolchain": "stepcache.identity",
     "code_identity": "stepcache.identity",

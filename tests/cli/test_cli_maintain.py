@@ -114,7 +114,7 @@ def test_prune_dry_run_removes_nothing(root: Path) -> None:
 def test_prune_needs_a_directory_store() -> None:
     proc = run_cli("prune", store="memory://")
     assert proc.returncode == 2
-    assert proc.stderr.startswith("stepcache: error: prune is for directory stores")
+    assert proc.stderr.startswith("stepcache: error: prune is for directory and S3 stores")
 
 
 @pytest.mark.parametrize(

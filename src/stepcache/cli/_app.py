@@ -279,9 +279,9 @@ def _exit_code(exc: BaseException) -> int:
 
 def run(argv: Sequence[str] | None) -> int:
     """Run the group; turn every failure into its one-line message and exit code."""
-    from stepcache.cli import _demo, _inspect, _maintain
+    from stepcache.cli import _demo, _inspect, _maintain, _transfer
 
-    for module in (_inspect, _maintain, _demo):
+    for module in (_inspect, _maintain, _transfer, _demo):
         module.register(cli)
     args = list(sys.argv[1:] if argv is None else argv)
     _debug[0] = False

@@ -33,7 +33,7 @@ def _method(store: Store, name: str) -> Any:
     method = getattr(store, name, None)
     if method is None:
         raise CliError(
-            f"{name} is for directory stores; {store.spec} has no {name}",
+            f"{name} is for directory and S3 stores; {store.spec} has no {name}",
             hint="pass a directory with --store PATH",
             exit_code=EXIT_USAGE,
         )

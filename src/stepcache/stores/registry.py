@@ -41,8 +41,9 @@ _factories: dict[str, _Factory | str] = {
     "rediss": "stepcache.stores.redis:RedisStore",
     "unix": "stepcache.stores.redis:RedisStore",
     "tiered": "stepcache.stores.tiered:TieredStore",
+    "s3": "stepcache.stores.s3:S3Store",
 }
-_EXTRAS: Final = {"redis": "redis", "rediss": "redis", "unix": "redis"}
+_EXTRAS: Final = {"redis": "redis", "rediss": "redis", "unix": "redis", "s3": "s3"}
 _ENTRY_POINTS: Final = "stepcache.backends"
 _registry: dict[tuple[str, tuple[tuple[str, Any], ...]], Store] = {}
 # Re-entrant: a composite store may open its tiers while being constructed.

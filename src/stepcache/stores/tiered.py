@@ -8,17 +8,21 @@ remote is skipped for ``remote_backoff`` seconds before it is tried again.
 The tiers are used only through their public interfaces: their backends'
 methods for entry blobs, ``put_dir``/``get_dir`` for trees.
 
-Spec form (what ``open_store`` and ``--store`` accept)::
+Spec forms (what ``open_store`` and ``--store`` accept)::
 
     tiered://?local=<spec>&remote=<spec>[&remote_read_only=1][&remote_backoff=<s>]
+    tiered://<local spec>+<remote spec>[?<remote options>][&remote_read_only=1]...
 
-Sub-specs containing ``&``, ``+`` or ``%`` must be percent-encoded.
+In the first form, sub-specs containing ``&``, ``+`` or ``%`` must be
+percent-encoded. In the second (``tiered://dir:///cache+s3://bucket/team?endpoint=...``)
+the query string belongs to the remote spec, except the tiered store's own flags.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -40,8 +44,34 @@ _FORM: Final = "tiered://?local=<spec>&remote=<spec>[&remote_read_only=1][&remot
 _Options = Mapping[str, Any] | Iterable[tuple[str, Any]] | None
 
 
+_OWN_FLAGS: Final = ("remote_read_only", "remote_backoff")
+# "+" followed by a scheme: where the local spec ends and the remote one begins.
+_JOIN: Final = re.compile(r"\+(?=[a-z][a-z0-9.-]*://)")
+
+
+def _split_joined(spec: str) -> str:
+    """``tiered://L+R?q`` as the equivalent ``tiered://?local=L&remote=R?q'&flags``."""
+    body = spec.partition("://")[2]
+    parts = _JOIN.split(body, maxsplit=1)
+    if len(parts) != 2 or not parts[0]:
+        raise StoreUnavailableError(
+            f"bad tiered spec {spec!r}: expected tiered://<local spec>+<remote spec>[?options] "
+            f"or {_FORM}"
+        )
+    local, remote = parts
+    base, _, query = remote.partition("?")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    own = [(k, v) for k, v in pairs if k in _OWN_FLAGS]
+    rest = "&".join(f"{k}={v}" for k, v in pairs if k not in _OWN_FLAGS)
+    remote = f"{base}?{rest}" if rest else base
+    flags = "".join(f"&{k}={quote(v, safe='')}" for k, v in own)
+    return f"tiered://?local={quote(local, safe='')}&remote={quote(remote, safe='')}{flags}"
+
+
 def _parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
-    """(local spec, remote spec, options) from ``tiered://?local=...&remote=...``."""
+    """(local spec, remote spec, options) from ``tiered://?local=...&remote=...`` or ``L+R``."""
+    if not spec.partition("://")[2].startswith("?"):
+        spec = _split_joined(spec)
     query = dict(parse_qsl(urlsplit(spec).query, keep_blank_values=True))
     unknown = set(query) - {"local", "remote", "remote_read_only", "remote_backoff"}
     if not query.get("local") or not query.get("remote") or unknown:

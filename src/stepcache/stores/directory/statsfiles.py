@@ -99,7 +99,7 @@ def read_named_stats(stats_dir: str, *, since: float = 0.0) -> dict[str, Stats]:
     try:
         fd = beneath.open_leaf(stats_dir)
     except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.EACCES, errno.EPERM):
             return {}
         raise
     found = {}
