@@ -432,9 +432,10 @@ class Store(MutableMapping[str, Any], abc.ABC):
         value = find(key)
         if value is MISSING:
             wait = self.lock_timeout if timeout is None else timeout
-            with self._single_flight(key, time.monotonic() + wait) as held:
-                if held:
-                    value = find(key)
+            with self._single_flight(key, time.monotonic() + wait):
+                # Held or not (a timeout, an unusable lock directory), look again: the
+                # holder we waited for has most likely published it by now.
+                value = find(key)
                 if value is MISSING:
                     label = "" if info is None else str(info.get("label", ""))
                     self._counters.miss(step, label, key)

@@ -41,7 +41,7 @@ from stepcache.stores._dirstate import (
     scan,
 )
 from stepcache.stores._entryfile import check_entry, read_entry, read_header
-from stepcache.stores._locks import KeyLocks
+from stepcache.stores._locks import KeyLocks, LeaseTiming
 from stepcache.stores._stats import Stats
 from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, MISSING, Store, validate_key
 
@@ -60,10 +60,12 @@ class DirectoryStore(Store):
 
     ``max_bytes`` and ``max_age`` (seconds since last use) are enforced as
     entries are written, a part of the tree at a time, and fully by
-    :meth:`prune`. ``durable=True`` fsyncs every write. ``lock_backend``
-    picks how ``get_or_compute`` excludes other processes: ``"auto"``
-    (flock, falling back to lease files where flock is unsupported),
-    ``"flock"`` or ``"lease"``.
+    :meth:`prune`. ``durable=True`` fsyncs every write. ``lock`` (alias
+    ``lock_backend``; default ``$STEPCACHE_LOCK``, else ``"auto"``) picks
+    how ``get_or_compute`` excludes other processes: ``"auto"`` (flock on
+    local filesystems, lease files on network and FUSE ones), ``"flock"``
+    or ``"lease"``; ``lease_stale`` and ``lease_heartbeat`` (seconds) time
+    the leases (see ``docs/shared-filesystems.md``).
 
     The root must belong to this user (or root) and be writable by nobody
     else, else :class:`~stepcache.errors.UnsafeStoreError`: anyone who can
@@ -90,7 +92,10 @@ class DirectoryStore(Store):
         codec: str = "pickle",
         durable: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        lock_backend: str = "auto",
+        lock: str | None = None,
+        lock_backend: str | None = None,
+        lease_stale: float = 30.0,
+        lease_heartbeat: float | None = None,
         shared: bool = False,
     ) -> None:
         super().__init__(read_only=read_only, secret=secret, codec=codec, lock_timeout=lock_timeout)
@@ -99,14 +104,20 @@ class DirectoryStore(Store):
                 raise ValueError(f"{name} must be positive or None, not {limit!r}")
         root = os.path.abspath(os.path.expanduser(os.fspath(path)))
         self._root = root
-        self.spec = f"dir://{root}"
+        self.lock = lock if lock is not None else lock_backend
+        # The spec carries a chosen lock, so processes re-opening it by spec agree.
+        self.spec = f"dir://{root}" + (f"?lock={self.lock}" if self.lock else "")
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
-        self.lock_backend, self.shared = lock_backend, shared
+        self.shared = shared
+        self.lease_stale, self.lease_heartbeat = lease_stale, lease_heartbeat
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
         _trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
         if shared and self._secret is None:
             self._say_once("unsigned", _trust.UNSIGNED, self.spec)
-        self._locks = KeyLocks(f"{root}/leases", backend=lock_backend, warn=self._say_once)
+        timing = LeaseTiming(lease_heartbeat or lease_stale / 10, lease_stale)
+        self._locks = KeyLocks(
+            f"{root}/leases", backend=self.lock, timing=timing, warn=self._say_once
+        )
         self._cleaner = (
             Cleaner(max_bytes, max_age) if (max_bytes or max_age) and not read_only else None
         )
@@ -116,6 +127,11 @@ class DirectoryStore(Store):
         self._stats_file = None if read_only else StatsFile(self._counters, root, durable)
         if self._stats_file is not None:
             self._stats_file.flush_at_exit(self)
+
+    @property
+    def lock_mode(self) -> tuple[str, str]:
+        """(``"flock"`` or ``"lease"``, why): the per-key lock in use, found at the first lock."""
+        return self._locks.mode()
 
     @property
     def path(self) -> Path:
@@ -128,7 +144,8 @@ class DirectoryStore(Store):
             "max_bytes": None,
             "max_age": None,
             "durable": False,
-            "lock_backend": "auto",
+            "lease_stale": 30.0,
+            "lease_heartbeat": None,
             "shared": False,
         }
         options.update({k: getattr(self, k) for k, v in defaults.items() if getattr(self, k) != v})

@@ -59,6 +59,8 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
     ('memory', 'memory://')
     >>> resolve_spec("/tmp/cache")
     ('dir', 'dir:///tmp/cache')
+    >>> resolve_spec("dir:///tmp/cache?lock=lease")
+    ('dir', 'dir:///tmp/cache?lock=lease')
     """
     if spec is None:
         spec = default_directory()
@@ -73,11 +75,26 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
             "redis://host:port/db, unix:///path/to/socket or tiered://..."
         )
     if scheme == "dir":
+        rest, query = _dir_query(rest)
         if not rest:
             raise StoreUnavailableError("dir:// needs a path, e.g. dir:///var/cache/stepcache")
         rest = os.path.abspath(os.path.expanduser(rest))
-        return scheme, f"dir://{rest}"
+        return scheme, f"dir://{rest}" + (f"?lock={query['lock']}" if query else "")
     return scheme, f"{scheme}://{rest}"
+
+
+def _dir_query(rest: str) -> tuple[str, dict[str, str]]:
+    """Split ``path?lock=MODE`` (the only option a directory spec carries)."""
+    from urllib.parse import parse_qsl
+
+    path, _, query = rest.partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = set(options) - {"lock"}
+    if unknown or options.get("lock", "auto") not in ("auto", "flock", "lease"):
+        raise StoreUnavailableError(
+            f"unknown option in dir://{rest}: a directory spec takes ?lock=auto|flock|lease"
+        )
+    return path, options
 
 
 def _backend(scheme: str) -> type[Store]:
@@ -134,6 +151,12 @@ def construct(spec: str | os.PathLike[str] | None, **options: Any) -> Store:
     scheme, canonical = resolve_spec(spec)
     cls: Any = _backend(scheme)
     target = canonical if scheme in _FULL_SPEC_SCHEMES else canonical.partition("://")[2]
+    if scheme == "dir":
+        target, query = _dir_query(target)
+        if "lock" in query and options.setdefault("lock", query["lock"]) != query["lock"]:
+            raise ValueError(
+                f"{canonical} says lock={query['lock']}, the options lock={options['lock']}"
+            )
     store: Store = cls(target, **options)
     return store
 
