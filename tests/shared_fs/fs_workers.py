@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from stepcache.stores.directory import DirectoryStore
 from stepcache.stores._locks import KeyLocks, LeaseTiming
+from stepcache.stores.directory import DirectoryStore
 from stepcache.testing.sshfs import Machine, patch_sleep_under_faketime
 
 #: Lease timing of the tests: short, so that take-overs happen within a test's time.
@@ -79,19 +79,29 @@ def run_all(
     return [results[i] for i in range(len(procs))]
 
 
-def run_machine(machine: Machine, command: str, args: dict[str, Any], timeout: float) -> Any:
-    """Run ``command`` of this file in a new interpreter as ``machine``; its JSON result."""
-    done = subprocess.run(
+def start_machine(machine: Machine, command: str, args: dict[str, Any]) -> subprocess.Popen[str]:
+    """Start ``command`` of this file in a new interpreter (and session) as ``machine``."""
+    return subprocess.Popen(
         machine.command([sys.executable, __file__, command, json.dumps(args)]),
         env=machine.env({**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
+        start_new_session=True,  # faketime runs python as its child: kill the whole group
     )
-    if done.returncode != 0:
-        raise AssertionError(f"{command} on {machine} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def result_of(proc: subprocess.Popen[str], timeout: float) -> Any:
+    """The JSON result a :func:`start_machine` process printed (killed at the deadline)."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    if proc.returncode != 0:
+        raise AssertionError(f"{proc.args} failed:\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def append(log: str, line: str) -> None:
@@ -140,17 +150,18 @@ def parallel(start: Any, root: str, k: str, started: str, total: int) -> int:
     return seen
 
 
-def contest(start: Any, root: str, names: list[str], log: str, foreign_every: int) -> int:
+def contest(start: Any, root: str, names: list[str], log: str) -> int:
     """For each name (a planted abandoned lease): all at once hold it; log entry and exit."""
     locks = KeyLocks(f"{root}/leases", backend="lease", timing=TIMING)
     me = f"{os.environ['STEPCACHE_HOST_ID']}-{os.getpid()}"
     held_count = 0
-    for n, name in enumerate(names):
+    for name in names:
         start.wait(timeout=60)
         with locks.hold(name, time.monotonic() + 30) as held:
             assert held, f"{me} could not take over {name}"
             append(log, f"enter {name} {me}")
             held_count += 1
+            threading.Event().wait(0.001)  # the holder's work: others keep trying meanwhile
             append(log, f"exit {name} {me}")
     return held_count
 
@@ -182,6 +193,7 @@ def compute_until_killed(
 # -- commands for run_machine (faketime processes) -----------------------------------------------
 def hold_for(args: dict[str, Any]) -> dict[str, Any]:
     """Hold ``name`` until file ``release`` exists (announcing ``holding``); log entry and exit."""
+    os.makedirs(args["root"], exist_ok=True)
     locks = KeyLocks(f"{args['root']}/leases", backend="lease", timing=TIMING)
     begin = time.monotonic()
     with locks.hold(args["name"], begin + args["timeout"]) as held:

@@ -105,7 +105,7 @@ def test_killed_holders_on_both_machines_leave_keys_whole_and_no_lease(
             for proc in procs:
                 proc.join(timeout=60)
             while not queue.empty():
-                index, ok, value = queue.get()
+                _, ok, value = queue.get()
                 assert ok, value
                 values.append(value)
         finally:
