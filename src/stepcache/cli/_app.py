@@ -66,7 +66,7 @@ class Session:
             options = {"read_only": True} if read_only else {}
             try:
                 scheme, canonical = resolve_spec(self.spec)
-                where = canonical.partition("://")[2]
+                where = canonical.partition("://")[2].partition("?")[0]
                 if scheme == "dir" and not os.path.isdir(where):
                     raise CliError(f"no store at {where}", hint=hint, exit_code=EXIT_UNAVAILABLE)
                 if scheme == "dir" and self.shared:

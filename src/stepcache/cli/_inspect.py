@@ -117,10 +117,14 @@ def stats(session: Session, as_json: bool) -> None:
     """
     store = session.store(read_only=True)
     st = store.stats()
+    # Directory stores say which per-key lock they use and why (filesystem type).
+    lock: tuple[str, str] | None = getattr(store, "lock_mode", None)
     if as_json:
-        _render.emit_json({"spec": store.spec, **st.to_dict()})
+        extra = {} if lock is None else {"lock": {"mode": lock[0], "reason": lock[1]}}
+        _render.emit_json({"spec": store.spec, **st.to_dict(), **extra})
         return
-    parts: list[RenderableType] = [_render.key_values(_stats_rows(store.spec, st))]
+    rows = _stats_rows(store.spec, st) + ([] if lock is None else [("lock", lock[1])])
+    parts: list[RenderableType] = [_render.key_values(rows)]
     if st.steps:
         per = _render.table("step", "hits", "misses", "writes", right=("hits", "misses", "writes"))
         for name, (h, m, w) in _step_rows(st).items():
