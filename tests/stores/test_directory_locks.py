@@ -110,3 +110,22 @@ def test_sweep_removes_unheld_lock_files_and_keeps_held_ones(tmp_path: Path) -> 
 def test_unknown_lock_backend_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lock must be one of"):
         DirectoryStore(tmp_path / "cache", lock_backend="posix")
+
+
+def test_sweep_removes_dead_owners_leases_and_useless_claims_and_keeps_live_ones(
+    tmp_path: Path,
+) -> None:
+    locks = KeyLocks(str(tmp_path), backend="lease", stale_after=30.0)
+    dead = f"{host_id()}:{w.dead_pid()}:1"
+    (tmp_path / "dead.lease").write_bytes(record(dead, "1" * 16, 4))
+    # A claim on a record the lease no longer holds can never be used again.
+    (tmp_path / "gone.0123456789abcdef01234567.claim").write_bytes(
+        b"stepcache-lease 1 " + dead.encode() + b" 2222 gone.lease\n"
+    )
+    # Another host's lease: only watching it for the stale period could tell.
+    (tmp_path / "remote.lease").write_bytes(record("elsewhere:1:1", "3" * 16, 9))
+    with locks.hold("live", time.monotonic() + 5) as held:
+        assert held
+        assert locks.sweep() == 2
+        assert sorted(os.listdir(tmp_path)) == ["live.lease", "remote.lease"]
+    assert os.listdir(tmp_path) == ["remote.lease"]

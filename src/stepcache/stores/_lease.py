@@ -90,6 +90,12 @@ def owner_of(data: bytes) -> str:
     return parts[0].decode(errors="replace") if parts else ""
 
 
+def _temp_owner(name: str) -> bytes:
+    """A record naming the owner encoded in a temp's name (for a temp killed before writing)."""
+    parts = name.split(".")
+    return _MAGIC + parts[-3].replace("+", ":").encode() if len(parts) >= 4 else b""
+
+
 def _fresh_owner_and_nonce() -> tuple[str, str]:
     return _identity.owner_id(), os.urandom(8).hex()
 
@@ -215,7 +221,10 @@ class Leases:
         data = record(owner, nonce, 0)
         if not self._link_new(name, data, owner, nonce):
             return None
-        return self._open_held(name, data, owner, nonce)
+        held = self._open_held(name, data, owner, nonce)
+        if held is None:  # made but not opened (a transient error): do not leave it to go stale
+            self.remove_if(name, data)
+        return held
 
     def abandoned(self, watch: Watch, name: str, data: bytes) -> bool:
         """Whether the file ``name`` whose bytes are ``data`` is abandoned, as far as seen."""
@@ -306,7 +315,7 @@ class Leases:
                     removed += 1
             elif name.endswith(".claim"):
                 removed += self._sweep_claim(name, data)
-            elif name.endswith(".new") and self.abandoned(watch, name, data):
+            elif name.endswith(".new") and self.abandoned(watch, name, data or _temp_owner(name)):
                 self._unlink(name)
                 removed += 1
         return removed
