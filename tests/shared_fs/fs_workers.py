@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from stepcache.stores._lease import Leases, Watch
 from stepcache.stores._locks import KeyLocks, LeaseTiming
 from stepcache.stores.directory import DirectoryStore
 from stepcache.testing.sshfs import Machine, patch_sleep_under_faketime
@@ -150,20 +151,32 @@ def parallel(start: Any, root: str, k: str, started: str, total: int) -> int:
     return seen
 
 
-def contest(start: Any, root: str, names: list[str], log: str) -> int:
-    """For each name (a planted abandoned lease): all at once hold it; log entry and exit."""
-    locks = KeyLocks(f"{root}/leases", backend="lease", timing=TIMING)
+def contest(start: Any, root: str, planted: dict[str, bytes], log: str) -> int:
+    """For each planted abandoned lease (name to record): all at once, judge it, take it over.
+
+    Each process watches the lease until it judges it abandoned, then tries
+    the take-over; a winner logs its entry and exit around a short hold and
+    releases. Returns how many take-overs this process won.
+    """
     me = f"{os.environ['STEPCACHE_HOST_ID']}-{os.getpid()}"
-    held_count = 0
-    for name in names:
-        start.wait(timeout=60)
-        with locks.hold(name, time.monotonic() + 30) as held:
-            assert held, f"{me} could not take over {name}"
-            append(log, f"enter {name} {me}")
-            held_count += 1
-            threading.Event().wait(0.001)  # the holder's work: others keep trying meanwhile
-            append(log, f"exit {name} {me}")
-    return held_count
+    where = os.open(f"{root}/leases", os.O_RDONLY | os.O_DIRECTORY)
+    leases, won = Leases(where, 0o600, TIMING), 0
+    try:
+        for name, record in planted.items():
+            start.wait(timeout=60)
+            watch, end = Watch(), time.monotonic() + 10 * STALE
+            while not leases.abandoned(watch, name, record) and time.monotonic() < end:
+                threading.Event().wait(TIMING.poll)  # watching the record for the stale period
+            held = leases.take_over(watch, name, record)
+            if held is not None:
+                append(log, f"enter {name} {me}")
+                won += 1
+                threading.Event().wait(0.001)  # the holder's work: the others try meanwhile
+                append(log, f"exit {name} {me}")
+                held.release()
+    finally:
+        os.close(where)
+    return won
 
 
 def compute_until_killed(
