@@ -110,6 +110,9 @@ def test_sweep_removes_unheld_lock_files_and_keeps_held_ones(tmp_path: Path) -> 
 def test_unknown_lock_backend_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lock must be one of"):
         DirectoryStore(tmp_path / "cache", lock_backend="posix")
+    with pytest.raises(ValueError, match="heartbeat"):
+        DirectoryStore(tmp_path / "cache", lease_stale=1.0, lease_heartbeat=0.9)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_sweep_removes_dead_owners_leases_and_useless_claims_and_keeps_live_ones(

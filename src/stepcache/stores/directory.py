@@ -110,14 +110,15 @@ class DirectoryStore(Store):
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
         self.shared = shared
         self.lease_stale, self.lease_heartbeat = lease_stale, lease_heartbeat
-        self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
-        _trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
-        if shared and self._secret is None:
-            self._say_once("unsigned", _trust.UNSIGNED, self.spec)
+        # Checked before the root is made: a bad option must leave no directory behind.
         timing = LeaseTiming(lease_heartbeat or lease_stale / 10, lease_stale)
         self._locks = KeyLocks(
             f"{root}/leases", backend=self.lock, timing=timing, warn=self._say_once
         )
+        self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
+        _trust.open_root(root, shared=shared, tag=None if read_only else TAG, durable=durable)
+        if shared and self._secret is None:
+            self._say_once("unsigned", _trust.UNSIGNED, self.spec)
         self._cleaner = (
             Cleaner(max_bytes, max_age) if (max_bytes or max_age) and not read_only else None
         )
