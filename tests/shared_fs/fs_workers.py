@@ -25,8 +25,9 @@ from stepcache.stores._locks import KeyLocks, LeaseTiming
 from stepcache.stores.directory import DirectoryStore
 from stepcache.testing.sshfs import Machine, patch_sleep_under_faketime
 
-#: Lease timing of the tests: short, so that take-overs happen within a test's time.
-STALE = 1.0
+#: Lease timing of the tests: short, so that take-overs happen within a test's time, yet
+#: 20 heartbeats long, so that a live holder on a loaded 2-core machine is never judged dead.
+STALE = 2.0
 HEARTBEAT = 0.1
 TIMING = LeaseTiming(HEARTBEAT, STALE)
 
