@@ -131,6 +131,7 @@ def test_killed_holders_on_both_machines_leave_keys_whole_and_no_lease(
             for n in range(rounds * groups):
                 assert store.get(key(n)) in (None, f"value of {key(n)}")
             store.prune()
+            store.close()  # its counters are written now, while the mount is there
         finally:
             del os.environ["STEPCACHE_HOST_ID"]
     left = [n for n in os.listdir(Path(a) / "leases") if not n.startswith(".fuse_hidden")]
