@@ -42,6 +42,7 @@ EXPECTED = {
     "stepcache.stores._fsutil",
     "stepcache.stores._identity",
     "stepcache.stores._keys",
+    "stepcache.stores._lease",
     "stepcache.stores._lockmode",
     "stepcache.stores._locks",
     "stepcache.stores._owner",

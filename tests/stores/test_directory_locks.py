@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
 from pathlib import Path
@@ -12,7 +11,8 @@ from pathlib import Path
 import pytest
 import store_workers as w
 
-from stepcache.stores import _fsutil
+from stepcache.stores._identity import host_id
+from stepcache.stores._lease import record
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores.directory import DirectoryStore
 from stepcache.testing import key
@@ -62,19 +62,17 @@ def test_flock_unsupported_falls_back_to_lease_files(
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize("owner", ["dead-process", "stale-heartbeat"])
+@pytest.mark.parametrize("owner", ["dead-process", "silent-other-host"])
 def test_abandoned_lease_is_taken_over(tmp_path: Path, owner: str) -> None:
-    store = DirectoryStore(tmp_path / "cache", lock_backend="lease")
+    store = DirectoryStore(tmp_path / "cache", lock="lease", lease_stale=1.0)
     leases = store.path / "leases"
     leases.mkdir()
     lease = leases / f"{key(1)}.lease"
     if owner == "dead-process":
-        body = {"host": _fsutil.HOST, "pid": w.dead_pid(), "time": time.time(), "token": "0"}
-        lease.write_text(json.dumps(body))
-    else:
-        lease.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0, "token": "0"}))
-        old = time.time() - 3600
-        os.utime(lease, (old, old))
+        pid = w.dead_pid()
+        lease.write_bytes(record(f"{host_id()}:{pid}:1", "0" * 16, 7))
+    else:  # a record that never changes: its heartbeat stopped
+        lease.write_bytes(record("elsewhere:1:1", "0" * 16, 7))
     # A waiter that could not take over would time out and leave the lease behind.
     assert store.get_or_compute(key(1), lambda: "taken over", timeout=15) == "taken over"
     assert os.listdir(leases) == []
@@ -110,5 +108,27 @@ def test_sweep_removes_unheld_lock_files_and_keeps_held_ones(tmp_path: Path) -> 
 
 
 def test_unknown_lock_backend_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="lock_backend"):
+    with pytest.raises(ValueError, match="lock must be one of"):
         DirectoryStore(tmp_path / "cache", lock_backend="posix")
+    with pytest.raises(ValueError, match="heartbeat"):
+        DirectoryStore(tmp_path / "cache", lease_stale=1.0, lease_heartbeat=0.9)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_sweep_removes_dead_owners_leases_and_useless_claims_and_keeps_live_ones(
+    tmp_path: Path,
+) -> None:
+    locks = KeyLocks(str(tmp_path), backend="lease", stale_after=30.0)
+    dead = f"{host_id()}:{w.dead_pid()}:1"
+    (tmp_path / "dead.lease").write_bytes(record(dead, "1" * 16, 4))
+    # A claim on a record the lease no longer holds can never be used again.
+    (tmp_path / "gone.0123456789abcdef01234567.claim").write_bytes(
+        b"stepcache-lease 1 " + dead.encode() + b" 2222 gone.lease\n"
+    )
+    # Another host's lease: only watching it for the stale period could tell.
+    (tmp_path / "remote.lease").write_bytes(record("elsewhere:1:1", "3" * 16, 9))
+    with locks.hold("live", time.monotonic() + 5) as held:
+        assert held
+        assert locks.sweep() == 2
+        assert sorted(os.listdir(tmp_path)) == ["live.lease", "remote.lease"]
+    assert os.listdir(tmp_path) == ["remote.lease"]

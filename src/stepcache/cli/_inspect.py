@@ -119,10 +119,15 @@ def stats(session: Session, as_json: bool) -> None:
     """
     store = session.store(read_only=True)
     st = store.stats()
+    # Directory stores say which per-key lock they use and why (filesystem type).
+    lock: tuple[str, str] | None = getattr(store, "lock_mode", None)
     if as_json:
-        _render.emit_json({"spec": store.spec, "unreachable": session.unreachable, **st.to_dict()})
+        extra = {} if lock is None else {"lock": {"mode": lock[0], "reason": lock[1]}}
+        unreachable = {"unreachable": session.unreachable}
+        _render.emit_json({"spec": store.spec, **unreachable, **st.to_dict(), **extra})
         return
     rows = _stats_rows(store.spec, st, session.unreachable)
+    rows += [] if lock is None else [("lock", lock[1])]
     parts: list[RenderableType] = [_render.key_values(rows)]
     if st.steps:
         per = _render.table("step", "hits", "misses", "writes", right=("hits", "misses", "writes"))

@@ -15,11 +15,15 @@ whose owner died or stopped heartbeating is taken over.
     (Where NFS emulates ``flock`` with POSIX locks, two store instances of
     one process do not exclude each other; threads of one instance always do.)
 ``lease`` backend
-    where ``flock`` fails with ``ENOLCK``/``ENOSYS``/``EOPNOTSUPP`` (some NFS
-    mounts): ``<dir>/<key>.lease`` created with ``O_EXCL``, holding the
-    owner's host, pid, start time and a random token, its mtime refreshed by
-    a heartbeat thread. A waiter takes it over when its owner is a dead
-    process of the same host or its heartbeat is older than ``stale_after``.
+    on network and FUSE filesystems, where ``flock`` does not exclude
+    across clients: ``<dir>/<key>.lease`` files kept alive by a heartbeat,
+    taken over by at most one waiter once seen unchanged for
+    ``stale_after`` seconds (:mod:`~stepcache.stores._lease`, specified in
+    ``docs/shared-filesystems.md``).
+
+Which one ``auto`` uses is decided at the first lock from the directory's
+filesystem type (:mod:`~stepcache.stores._lockmode`); ``auto`` also
+switches to leases for good the first time a filesystem refuses ``flock``.
 
 The lock directory is opened with ``O_NOFOLLOW`` and every file in it is
 reached through that fd: a lock directory replaced by a symlink refuses
@@ -39,30 +43,28 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import logging
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from stepcache.stores import _fsutil
+from stepcache.stores._lease import Held, Leases, LeaseTiming, Watch, waiting
+from stepcache.stores._lockmode import MODES, resolve_mode
 from stepcache.stores.directory.beneath import is_group_dir, open_leaf
 
-__all__ = ["BACKENDS", "KeyLocks"]
+__all__ = ["BACKENDS", "KeyLocks", "LeaseTiming"]
 
 log = logging.getLogger("stepcache")
-BACKENDS: Final = ("auto", "flock", "lease")
+BACKENDS: Final = MODES
 _UNSUPPORTED: Final = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 _OPEN_LOCK: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_OPEN_LEASE: Final = (
-    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-)
 _OPEN_HELD: Final = os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _MAX_POLL: Final = 0.01  # seconds: how late a waiter may notice a released lock (each try ~30 µs)
+#: Consecutive failed looks (errors, or "cannot create and nothing is there") before a
+#: lease directory counts as unusable and the caller is told the lock is not held.
+_MAX_FAILED_LOOKS: Final = 50
 
 
 class _FlockUnsupported(Exception):
@@ -114,15 +116,6 @@ class _Dir:
             raise
         return fd
 
-    def read(self, name: str) -> tuple[bytes, float] | None:
-        """The content and mtime of file ``name``; ``None`` if there is none."""
-        try:
-            fd = os.open(name, _READ, dir_fd=self.fd)
-        except FileNotFoundError:
-            return None
-        with open(fd, "rb") as f:
-            return f.read(), os.fstat(fd).st_mtime
-
     def is_current(self, fd: int, name: str) -> bool:
         """Whether ``name`` is (still) the file open as ``fd``."""
         try:
@@ -137,63 +130,50 @@ class _Dir:
         os.close(self.fd)
 
 
-class _Lease:
-    """A held lease file, kept fresh by a heartbeat thread until released."""
-
-    def __init__(self, where: _Dir, name: str, body: bytes, interval: float) -> None:
-        self.where, self.name, self.body = where, name, body
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, args=(interval,), name="stepcache-lease", daemon=True
-        )
-        self._thread.start()
-
-    def _owned(self) -> bool:
-        try:
-            found = self.where.read(self.name)
-        except OSError:
-            return False
-        return found is not None and found[0] == self.body
-
-    def _beat(self, interval: float) -> None:
-        while not self._stop.wait(interval):
-            if not self._owned():  # taken over: our heartbeat must not keep theirs alive
-                return
-            with contextlib.suppress(OSError):
-                os.utime(self.name, dir_fd=self.where.fd, follow_symlinks=False)
-
-    def release(self) -> None:
-        """Stop the heartbeat and remove the lease, unless another process took it over."""
-        self._stop.set()
-        self._thread.join()
-        if self._owned():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.name, dir_fd=self.where.fd)
-
-
 class KeyLocks:
     """Locks on names (store keys) shared by all processes using directory ``path``.
 
-    ``backend`` is ``"auto"`` (``flock``, switching to leases for good the
-    first time the filesystem refuses ``flock``), ``"flock"`` or ``"lease"``.
-    ``stale_after`` is how old a lease's heartbeat may get before a waiter
-    takes it over; ``warn(topic, message, *args)`` reports degraded modes.
+    ``backend`` is ``"auto"``, ``"flock"``, ``"lease"`` or ``None`` (then
+    ``$STEPCACHE_LOCK``, else ``auto``); :meth:`mode` says which one is in
+    use and why. ``timing`` sets the lease heartbeat and stale period
+    (``stale_after`` alone sets the period, with a heartbeat a tenth of it);
+    ``warn(topic, message, *args)`` reports degraded modes.
     """
 
     def __init__(
         self,
         path: str,
         *,
-        backend: str = "auto",
-        stale_after: float = 30.0,
+        backend: str | None = None,
+        timing: LeaseTiming | None = None,
+        stale_after: float | None = None,
         warn: Callable[..., None] | None = None,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"lock_backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"lock must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.path = path
-        self.backend = backend
-        self.stale_after = stale_after
+        self.requested = backend
+        self._mode: tuple[str, str] | None = None
+        if timing is None:
+            timing = (
+                LeaseTiming() if stale_after is None else LeaseTiming(stale_after / 10, stale_after)
+            )
+        self.timing = timing
         self._warn = warn or (lambda topic, message, *args: log.warning(message, *args))
+        self._watch = Watch()  # what waiters of this instance saw of each lease, and since when
+
+    def mode(self) -> tuple[str, str]:
+        """(``"flock"`` or ``"lease"``, why): decided at the first call, from the filesystem."""
+        if self._mode is None:
+            parent = os.path.dirname(self.path) or os.curdir
+            where = self.path if os.path.isdir(self.path) else parent
+            self._mode = resolve_mode(self.requested, where)
+        return self._mode
+
+    @property
+    def backend(self) -> str:
+        """The lock in use: ``"flock"`` or ``"lease"``."""
+        return self.mode()[0]
 
     @contextlib.contextmanager
     def hold(self, name: str, deadline: float) -> Iterator[bool]:
@@ -231,13 +211,13 @@ class KeyLocks:
         return done
 
     def _acquire_in(self, where: _Dir, name: str, deadline: float) -> Callable[[], None] | None:
-        if self.backend != "lease":
+        if self.backend == "flock":
             try:
                 fd = _flock(where, f"{name}.lock", deadline)
             except _FlockUnsupported as exc:
-                if self.backend == "flock":
+                if self.requested == "flock":
                     raise OSError(errno.ENOLCK, f"flock is not supported here: {exc}") from None
-                self.backend = "lease"
+                self._mode = ("lease", f"lease: flock refused in {self.path} ({exc})")
                 self._warn(
                     "flock",
                     "stepcache: flock unsupported in %s (%s); using lease files",
@@ -246,93 +226,63 @@ class KeyLocks:
                 )
             else:
                 return None if fd is None else lambda: _unflock(where, f"{name}.lock", fd)
-        lease = self._lease(where, f"{name}.lease", deadline)
-        return None if lease is None else lease.release
+        held = self._lease(where, f"{name}.lease", deadline)
+        return None if held is None else held.release
 
-    def sweep(self) -> int:
-        """Remove lock files nobody holds and abandoned leases; return how many."""
+    def _lease(self, where: _Dir, name: str, deadline: float) -> Held | None:
+        """Wait for lease ``name``: create it, or take it over once seen abandoned."""
+        leases = Leases(where.fd, where.mode, self.timing)
+        # One watch per instance: a store's waiter comes back in short slices (it
+        # reads the store between them), and what it saw must outlive each slice.
+        watch, wait, failed = self._watch, waiting(self.timing, deadline), 0
+        while True:
+            try:
+                found = leases.read(name)
+                if found is None:
+                    held = leases.try_create(name)
+                    # Whatever made the create fail (EEXIST, or EPERM, ESTALE, ... from a
+                    # network filesystem), the answer is to look at what is there.
+                    failed = 0 if held is not None or leases.read(name) is not None else failed + 1
+                elif leases.abandoned(watch, name, found):
+                    held, failed = leases.take_over(watch, name, found), 0
+                else:
+                    held, failed = None, 0
+            except OSError:
+                held, failed = None, failed + 1
+            if held is not None:
+                return held
+            if failed >= _MAX_FAILED_LOOKS:
+                raise OSError(errno.EIO, f"cannot create lease files in {self.path}")
+            if not wait():
+                return None
+
+    def sweep(self, observe: float = 0.0) -> int:
+        """Remove unheld lock files and abandoned leases; return how many.
+
+        Leases of dead processes of this host go at once; others only once
+        seen unchanged for the stale period, so ``observe`` (seconds) keeps
+        looking that long.
+        """
         try:
             where = _Dir(self.path, create=False)
         except FileNotFoundError:
             return 0
-        removed = 0
+        removed, watch = 0, Watch()
+        end = time.monotonic() + observe
         try:
-            for name in os.listdir(where.fd):
-                if name.endswith(".lock"):
-                    removed += _remove_unheld(where, name)
-                elif name.endswith(".lease"):
-                    # One unreadable lease (a group member's, a planted link) spoils no sweep.
-                    with contextlib.suppress(OSError):
-                        removed += self._take_over_abandoned(where, name)
+            while True:
+                names = os.listdir(where.fd)
+                removed += sum(_remove_unheld(where, n) for n in names if n.endswith(".lock"))
+                leases = Leases(where.fd, where.mode, self.timing)
+                # One unreadable lease (a group member's, a planted link) spoils no sweep.
+                with contextlib.suppress(OSError):
+                    removed += leases.sweep(watch, names)
+                left = [n for n in os.listdir(where.fd) if n.endswith((".lease", ".claim"))]
+                if not left or time.monotonic() >= end:
+                    return removed
+                time.sleep(min(self.timing.poll * 5, max(0.0, end - time.monotonic())))
         finally:
             where.close()
-        return removed
-
-    # -- lease files -----------------------------------------------------------
-    def _lease(self, where: _Dir, name: str, deadline: float) -> _Lease | None:
-        backoff = _Backoff(deadline)
-        while True:
-            body = json.dumps(
-                {
-                    "host": _fsutil.HOST,
-                    "pid": os.getpid(),
-                    "time": time.time(),
-                    "token": os.urandom(8).hex(),
-                }
-            ).encode()
-            try:
-                fd = where.create(name, _OPEN_LEASE)
-            except FileExistsError:
-                if self._take_over_abandoned(where, name) or backoff.wait():
-                    continue
-                return None
-            try:
-                os.write(fd, body)
-            except OSError:
-                os.unlink(name, dir_fd=where.fd)  # an empty lease would block others until stale
-                raise
-            finally:
-                os.close(fd)
-            return _Lease(where, name, body, interval=max(self.stale_after / 6, 0.01))
-
-    def _abandoned(self, where: _Dir, name: str) -> bytes | None:
-        """The lease's content if it is abandoned, else ``None``."""
-        found = where.read(name)
-        if found is None:
-            return None
-        body, mtime = found
-        if time.time() - mtime > self.stale_after:
-            return body
-        try:
-            owner = json.loads(body)
-            host, pid = str(owner["host"]), int(owner["pid"])
-        except (ValueError, KeyError, TypeError):
-            return None  # still being written, or foreign: judged by age alone
-        dead = host == _fsutil.HOST and pid != os.getpid() and not _fsutil.pid_alive(pid)
-        return body if dead else None
-
-    def _take_over_abandoned(self, where: _Dir, name: str) -> bool:
-        """Remove lease ``name`` if abandoned; whether a new one may be tried now."""
-        body = self._abandoned(where, name)
-        if body is None:
-            return False
-        # Renaming claims the file atomically; only then can its content be
-        # checked without racing another waiter that replaced it meanwhile.
-        grave = f"{name}.{os.urandom(6).hex()}.stale"
-        try:
-            os.rename(name, grave, src_dir_fd=where.fd, dst_dir_fd=where.fd)
-        except FileNotFoundError:
-            return True
-        try:
-            claimed = where.read(grave)
-            if claimed is not None and claimed[0] != body:  # a fresh lease: give it back
-                with contextlib.suppress(FileExistsError):  # unless a newer one exists
-                    os.link(
-                        grave, name, src_dir_fd=where.fd, dst_dir_fd=where.fd, follow_symlinks=False
-                    )
-        finally:
-            os.unlink(grave, dir_fd=where.fd)
-        return True
 
 
 # -- flock ---------------------------------------------------------------------

@@ -141,6 +141,8 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
     ('memory', 'memory://')
     >>> resolve_spec("/tmp/cache")
     ('dir', 'dir:///tmp/cache')
+    >>> resolve_spec("dir:///tmp/cache?lock=lease")
+    ('dir', 'dir:///tmp/cache?lock=lease')
     """
     if spec is None:
         spec = default_directory()
@@ -154,10 +156,11 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
         scheme, rest = "dir", text
     scheme = scheme.lower()
     if scheme == "dir":
+        rest, query = _dir_query(rest)
         if not rest:
             raise StoreUnavailableError("dir:// needs a path, e.g. dir:///var/cache/stepcache")
         rest = os.path.abspath(os.path.expanduser(rest))
-        return scheme, f"dir://{rest}"
+        return scheme, f"dir://{rest}" + (f"?lock={query['lock']}" if query else "")
     with _lock:
         known = scheme in _factories
     if not known:
@@ -165,6 +168,12 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
         with _lock:
             _factories.setdefault(scheme, factory)
     return scheme, f"{scheme}://{rest}"
+
+
+def _dir_query(rest: str) -> tuple[str, dict[str, str]]:
+    from stepcache.stores.directory.backend import split_query
+
+    return split_query(rest)
 
 
 def open_store(spec: str | os.PathLike[str] | None = None, **options: Any) -> Store:

@@ -100,7 +100,8 @@ class SshfsPair:
     Everything lives in one private temporary directory, removed by
     :meth:`close` after the mounts are unmounted and ``sshd`` is stopped
     (also when starting fails half-way). ``options`` adds ``sshfs -o``
-    options to every mount.
+    options to every mount. Close the stores opened on the mounts first: a
+    store still open writes its counters at exit, into the bare mount point.
     """
 
     def __init__(self, *, mounts: int = 2, options: Sequence[str] = ()) -> None:

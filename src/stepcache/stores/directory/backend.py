@@ -45,7 +45,7 @@ from stepcache.stores import _fsutil
 from stepcache.stores._dirfds import DirFds
 from stepcache.stores._keys import KEY_RE
 from stepcache.stores._lockmode import LOCAL_TYPES, filesystem_of
-from stepcache.stores._locks import KeyLocks
+from stepcache.stores._locks import KeyLocks, LeaseTiming
 from stepcache.stores._stats import Counters
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.directory import beneath, trust
@@ -73,6 +73,26 @@ DAMAGED: Final = "damaged/"
 _DEGRADE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+def split_query(rest: str) -> tuple[str, dict[str, str]]:
+    """Split ``path?lock=MODE`` (the only option a directory spec carries); StoreUnavailableError
+    for anything else.
+
+    >>> split_query("/var/cache/sc?lock=lease")
+    ('/var/cache/sc', {'lock': 'lease'})
+    """
+    path, _, query = rest.partition("?")
+    if not query:
+        return path, {}
+    from urllib.parse import parse_qsl
+
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    if set(options) - {"lock"} or options.get("lock") not in ("auto", "flock", "lease"):
+        raise StoreUnavailableError(
+            f"unknown option in dir://{rest}: a directory spec takes ?lock=auto|flock|lease"
+        )
+    return path, options
+
+
 class DirectoryBackend(Backend):
     """Entry files in a directory tree (see the module docstring), trees kept as files.
 
@@ -90,7 +110,9 @@ class DirectoryBackend(Backend):
         max_age: float | None = None,
         read_only: bool = False,
         durable: bool = False,
-        lock_backend: str = "auto",
+        lock: str | None = None,
+        lease_stale: float = 30.0,
+        lease_heartbeat: float | None = None,
         shared: bool = False,
         sweep_after: float = STALE_AFTER,
         counters: Counters | None = None,
@@ -102,12 +124,27 @@ class DirectoryBackend(Backend):
         text = os.fspath(path)
         if text.startswith("dir://"):
             text = text[len("dir://") :]
+        text, query = split_query(text)
+        if "lock" in query and lock is not None and lock != query["lock"]:
+            raise ValueError(f"dir://{text} says lock={query['lock']}, the options lock={lock}")
         root = os.path.abspath(os.path.expanduser(text))
         self.root = root
-        self.spec = f"dir://{root}"
+        #: the per-key lock chosen (``None``: ``$STEPCACHE_LOCK``, else by filesystem type)
+        self.lock_choice = lock if lock is not None else query.get("lock")
+        # The spec carries a chosen lock, so processes re-opening it by spec agree.
+        self.spec = f"dir://{root}" + (f"?lock={self.lock_choice}" if self.lock_choice else "")
         self.read_only = read_only
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
-        self.lock_backend, self.shared, self.sweep_after = lock_backend, shared, sweep_after
+        self.shared, self.sweep_after = shared, sweep_after
+        self.lease_stale, self.lease_heartbeat = lease_stale, lease_heartbeat
+        # Checked before the root is made: a bad option must leave no directory behind.
+        timing = LeaseTiming(lease_heartbeat or lease_stale / 10, lease_stale)
+        self.locks = KeyLocks(
+            f"{root}/leases",
+            backend=self.lock_choice,
+            timing=timing,
+            warn=lambda *args: self.warn(*args),  # noqa: PLW0108 - late bound
+        )
         self.counters = counters if counters is not None else Counters()
         #: ``warn(topic, message, *args)`` reports a degraded condition (the store logs it once)
         self.warn: Callable[..., None] = warn or (lambda topic, message, *args: None)
@@ -119,11 +156,6 @@ class DirectoryBackend(Backend):
         #: why the store could not be created, if it opened degraded (every write will fail)
         self.degraded: OSError | None = None
         self._open_root(tag=None if read_only else TAG)
-        self.locks = KeyLocks(
-            f"{root}/leases",
-            backend=lock_backend,
-            warn=lambda *args: self.warn(*args),  # noqa: PLW0108 - late bound
-        )
         self.cleaner = (
             Cleaner(max_bytes, max_age) if (max_bytes or max_age) and not read_only else None
         )
@@ -155,7 +187,8 @@ class DirectoryBackend(Backend):
             "max_bytes": None,
             "max_age": None,
             "durable": False,
-            "lock_backend": "auto",
+            "lease_stale": 30.0,
+            "lease_heartbeat": None,
             "shared": False,
             "sweep_after": STALE_AFTER,
         }

@@ -41,12 +41,12 @@ class DirectoryStore(SharedFsStore):
 
     ``max_bytes`` and ``max_age`` (seconds since last use) are enforced as
     entries are written, a part of the tree at a time, and fully by
-    :meth:`prune`. ``durable=True`` fsyncs every write. ``lock_backend``
-    picks how ``get_or_compute`` excludes other processes: ``"auto"``
-    (flock, falling back to lease files where flock is unsupported),
-    ``"flock"`` or ``"lease"``. ``sweep_after`` is how long (seconds)
-    another host's temp work, or a tree whose entry never came, must be seen
-    unchanged before a sweep removes it (:mod:`~stepcache.stores.directory.sweep`).
+    :meth:`prune`. ``durable=True`` fsyncs every write. ``lock`` (alias
+    ``lock_backend``; default ``$STEPCACHE_LOCK``, else ``"auto"``) picks
+    how ``get_or_compute`` excludes other processes: ``"auto"`` (flock on
+    local filesystems, lease files on network and FUSE ones), ``"flock"``
+    or ``"lease"``; ``lease_stale`` and ``lease_heartbeat`` (seconds) time
+    the leases (see ``docs/shared-filesystems.md``).
 
     A store that cannot be created (full disk, read-only mount, no
     permission) opens with :attr:`degraded` set: it serves what it can
@@ -79,7 +79,10 @@ class DirectoryStore(SharedFsStore):
         codec: str = "pickle",
         durable: bool = False,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-        lock_backend: str = "auto",
+        lock: str | None = None,
+        lock_backend: str | None = None,
+        lease_stale: float = 30.0,
+        lease_heartbeat: float | None = None,
         shared: bool = False,
         sweep_after: float = STALE_AFTER,
     ) -> None:
@@ -89,7 +92,9 @@ class DirectoryStore(SharedFsStore):
             max_age=max_age,
             read_only=read_only,
             durable=durable,
-            lock_backend=lock_backend,
+            lock=lock if lock is not None else lock_backend,
+            lease_stale=lease_stale,
+            lease_heartbeat=lease_heartbeat,
             shared=shared,
             sweep_after=sweep_after,
         )
@@ -99,7 +104,7 @@ class DirectoryStore(SharedFsStore):
         backend.counters = self.counters
         backend.warn = self.say_once
         self.max_bytes, self.max_age, self.durable = max_bytes, max_age, durable
-        self.lock_backend, self.shared, self.sweep_after = lock_backend, shared, sweep_after
+        self.lock, self.shared, self.sweep_after = backend.lock_choice, shared, sweep_after
         if backend.degraded is not None:
             # The topic of failed writes: one warning, not one more per write.
             self.say_once(
@@ -122,6 +127,11 @@ class DirectoryStore(SharedFsStore):
     def degraded(self) -> bool:
         """Whether the store opened although it could not be created (every write fails)."""
         return self.backend.degraded is not None
+
+    @property
+    def lock_mode(self) -> tuple[str, str]:
+        """(``"flock"`` or ``"lease"``, why): the per-key lock in use, found at the first lock."""
+        return self.backend.locks.mode()
 
     @property
     def path(self) -> Path:
