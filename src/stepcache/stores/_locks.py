@@ -161,6 +161,7 @@ class KeyLocks:
         self.timing = timing
         self._warn = warn or (lambda topic, message, *args: log.warning(message, *args))
         self._watch = Watch()  # what waiters of this instance saw of each lease, and since when
+        self._failed: dict[str, int] = {}
 
     def mode(self) -> tuple[str, str]:
         """(``"flock"`` or ``"lease"``, why): decided at the first call, from the filesystem."""
@@ -234,7 +235,8 @@ class KeyLocks:
         leases = Leases(where.fd, where.mode, self.timing)
         # One watch per instance: a store's waiter comes back in short slices (it
         # reads the store between them), and what it saw must outlive each slice.
-        watch, wait, failed = self._watch, waiting(self.timing, deadline), 0
+        watch, wait = self._watch, waiting(self.timing, deadline)
+        failed = self._failed.pop(name, 0)  # consecutive failed looks, also across slices
         while True:
             try:
                 found = leases.read(name)
@@ -254,6 +256,8 @@ class KeyLocks:
             if failed >= _MAX_FAILED_LOOKS:
                 raise OSError(errno.EIO, f"cannot create lease files in {self.path}")
             if not wait():
+                if failed:
+                    self._failed[name] = failed
                 return None
 
     def sweep(self, observe: float = 0.0) -> int:
