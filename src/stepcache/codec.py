@@ -35,7 +35,6 @@ before.
 
 from __future__ import annotations
 
-import pickle
 import struct
 import time
 from collections.abc import Mapping
@@ -138,67 +137,6 @@ class TreePayload(bytes):
     Stored under its own codec id, so a tree entry is never mistaken for a
     value, whatever the store's codec.
     """
-
-
-def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
-    """Serialise ``value``: bytes are stored raw; otherwise the store's codec."""
-    if type(value) is bytes:
-        return RAW, value
-    if type(value) is TreePayload:
-        return TREE, bytes(value)
-    if codec == "pickle":
-        return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    if codec == "safe":
-        import json
-
-        problem = ""
-        try:
-            data = json.dumps(value, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            data, problem = None, f": {exc}"
-        # JSON turns tuples into lists and int keys into strings: a value that
-        # would come back different is refused, so a hit never differs from a miss.
-        if data is None or json.loads(data) != value or not _json_exact(value):
-            raise TypeError(
-                f"the 'safe' codec stores bytes and JSON values (dict with str keys, list, "
-                f"str, int, float, bool, None) only, not this {type(value).__name__}"
-                f"{problem}; open the store with codec='pickle'"
-            )
-        return SAFE, data.encode()
-    raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
-
-
-def _json_exact(value: Any) -> bool:
-    """Whether ``value`` is made only of types JSON gives back unchanged."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            if not all(type(k) is str for k in item):
-                return False
-            stack.extend(item.values())
-        elif type(item) is list:
-            stack.extend(item)
-        elif item is not None and type(item) not in (str, int, float, bool):
-            return False
-    return True
-
-
-def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bool = True) -> Any:
-    """Deserialise a verified payload; ``allow_pickle=False`` refuses pickles."""
-    if codec_id == RAW:
-        return bytes(payload)
-    if codec_id == SAFE:
-        import json
-
-        return json.loads(bytes(payload))
-    if codec_id == TREE:
-        return TreePayload(payload)
-    if codec_id == PICKLE:
-        if not allow_pickle:
-            raise CorruptEntry("pickled entry in a store that only accepts the safe codec")
-        return pickle.loads(payload)
-    raise CorruptEntry(f"unknown codec id {codec_id}")
 
 
 def _mac(secret: bytes, *parts: bytes | bytearray | memoryview) -> bytes:
@@ -409,3 +347,7 @@ def unpack_entry(
         raise
     except Exception as exc:  # a payload that passed the checksum can still fail to load
         raise CorruptEntry(f"payload does not decode: {type(exc).__name__}: {exc}") from None
+
+
+# The value codecs live apart to keep this module about the entry format.
+from stepcache._values import decode_value, encode_value  # noqa: E402

@@ -93,7 +93,17 @@ def process_snapshot() -> dict[str, Any]:
         except Exception:  # a report must never fail the test session (a remote went away)
             reasons = ["(not explained: the store could not be listed)"]
         stores.append({"spec": spec, "stats": stats.to_dict(), "miss_reasons": reasons})
-    return {"pid": os.getpid(), "stores": stores}
+    return {"pid": os.getpid(), "stores": stores, "opened": _opened_specs()}
+
+
+def _opened_specs() -> list[str]:
+    """Specs of every store this process opened, used or not (workers may have used them)."""
+    from stepcache.stores import _census
+    from stepcache.stores.registry import process_stats
+
+    if _census.installed():
+        return sorted({spec for spec, _, _ in _census.counted()})
+    return sorted({s.spec for s, _ in process_stats()})
 
 
 def _used_stores() -> list[tuple[str, Any, Any]]:
@@ -280,7 +290,9 @@ class _Report:
             return
         snapshots = [process_snapshot(), *self.snapshots]
         known = {snap["pid"] for snap in snapshots}
-        for spec in sorted({store["spec"] for snap in snapshots for store in snap["stores"]}):
+        specs = {store["spec"] for snap in snapshots for store in snap["stores"]}
+        specs |= {spec for snap in snapshots for spec in snap.get("opened", ())}
+        for spec in sorted(specs):
             snapshots += _other_processes(spec, self.started, known)
         reports = [
             dataclasses.replace(r, entries=_entries_now(r.spec)) for r in summarize(snapshots)

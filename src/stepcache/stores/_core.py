@@ -1,9 +1,8 @@
 """The mapping half of :class:`~stepcache.Store`: entries over a backend, verified and counted.
 
-Key validation, the entry format and its verification, signatures,
-counting, back-off from a backend that cannot be reached, logging once per
-degraded condition, statistics, pickling by spec. :mod:`stepcache.stores.base`
-adds single flight, artifact trees and ``verify`` on top.
+Key validation, entry verification and signatures, counting, back-off from
+an unreachable backend, statistics, pickling by spec; :mod:`.base` adds
+single flight, artifact trees and ``verify``.
 """
 
 from __future__ import annotations
@@ -342,11 +341,8 @@ class StoreCore(MutableMapping[str, Any]):
 
     # -- lifecycle -----------------------------------------------------------
     def stats(self) -> Stats:
-        """Counters of this process plus what the store holds now.
-
-        A store that cannot be reached reports 0 entries and bytes here; use
-        ``list(store)`` (which raises :class:`StoreUnavailableError`) to tell.
-        """
+        """Counters of this process plus what the store holds now (0 entries if unreachable:
+        ``list(store)`` raises :class:`StoreUnavailableError` then)."""
         try:
             entries, nbytes = self._usage()
         except StoreUnavailableError:
@@ -392,8 +388,7 @@ class StoreCore(MutableMapping[str, Any]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.spec}>"
 
-    def __hash__(self) -> int:
-        return id(self)
+    __hash__ = object.__hash__
 
     def __eq__(self, other: object) -> bool:
         return self is other

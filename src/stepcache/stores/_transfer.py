@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from stepcache import codec
+from stepcache.errors import ReadOnlyStoreError
 from stepcache.stores import artifacts
 from stepcache.stores.base import Store, validate_key
 
@@ -152,7 +153,8 @@ def import_entries(
     store: Store, path: str | Path, progress: Callable[[int], None] | None = None
 ) -> ImportResult:
     """Store every entry of archive ``path`` in ``store``; existing keys are overwritten."""
-    store._check_writable()
+    if store.read_only:
+        raise ReadOnlyStoreError(f"{store.spec} is open read-only; reopen it writable to import")
     scratch = Path(tempfile.mkdtemp(prefix="stepcache-import-"))
     try:
         _extract(Path(path), scratch)

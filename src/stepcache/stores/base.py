@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stepcache import codec
-from stepcache._record import Record
 from stepcache.errors import StoreUnavailableError, StoreWriteError
 from stepcache.stores._core import (
     DEFAULT_LOCK_TIMEOUT,
@@ -26,6 +25,7 @@ from stepcache.stores._core import (
     StoreCore,
     validate_key,
 )
+from stepcache.stores._results import VerifyResult
 
 __all__ = [
     "DEFAULT_LOCK_TIMEOUT",
@@ -37,23 +37,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-
-class VerifyResult(Record):
-    """What :meth:`Store.verify` found: ``(key, reason)`` for every bad entry."""
-
-    __slots__ = ("checked", "corrupt", "repaired")
-    checked: int
-    corrupt: tuple[tuple[str, str], ...]
-    repaired: int
-
-    def __init__(self, checked: int, corrupt: tuple[tuple[str, str], ...], repaired: int) -> None:
-        self._set(checked=checked, corrupt=corrupt, repaired=repaired)
-
-    @property
-    def ok(self) -> int:
-        """Entries that verified."""
-        return self.checked - len(self.corrupt)
 
 
 class Store(StoreCore):
