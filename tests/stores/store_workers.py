@@ -271,3 +271,26 @@ def run_pipeline(
 def calls_made(calls_dir: str | Path) -> int:
     """How many times :class:`CountingTranslate` ran."""
     return len(os.listdir(calls_dir))
+
+
+def hold_after_publishing(root: str, k: str, lock: str, ready: Any, go: Any, release: Any) -> str:
+    """Take ``k``'s lock, publish its value through another handle, keep holding until released."""
+    store, other = DirectoryStore(root, lock=lock), DirectoryStore(root, lock=lock)
+
+    def compute() -> str:
+        ready.set()
+        if not go.wait(timeout=60):
+            raise TimeoutError("the waiters never started")
+        other[k] = "published"
+        if not release.wait(timeout=60):
+            raise TimeoutError("never released")
+        return "holder"
+
+    return store.get_or_compute(k, compute)
+
+
+def wait_for_key(root: str, k: str, lock: str, started: Any) -> str:
+    """Ask for ``k`` while another process holds it; return what this process got."""
+    store = DirectoryStore(root, lock=lock)
+    started.set()
+    return store.get_or_compute(k, lambda: "computed by a waiter", timeout=120)

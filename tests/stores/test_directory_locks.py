@@ -132,3 +132,41 @@ def test_sweep_removes_dead_owners_leases_and_useless_claims_and_keeps_live_ones
         assert locks.sweep() == 2
         assert sorted(os.listdir(tmp_path)) == ["live.lease", "remote.lease"]
     assert os.listdir(tmp_path) == ["remote.lease"]
+
+
+@pytest.mark.parametrize("lock", ["flock", "lease"])
+def test_waiters_return_a_published_value_while_its_holder_still_holds_the_key(
+    tmp_path: Path, lock: str
+) -> None:
+    # Waiters read the store between attempts at the lock: once a value is
+    # published they return it, without queueing for the lock one after another.
+    ctx = w.context()
+    results, root = ctx.Queue(), str(tmp_path / "cache")
+    ready, go, release = ctx.Event(), ctx.Event(), ctx.Event()
+    holder_args = (root, key(1), lock, ready, go, release)
+    holder = ctx.Process(
+        target=w._report, args=(results, 0, w.hold_after_publishing, holder_args), daemon=True
+    )
+    holder.start()
+    waiters, started = [], [ctx.Event() for _ in range(7)]
+    try:
+        assert ready.wait(timeout=60)
+        for i, event in enumerate(started, 1):
+            args = (results, i, w.wait_for_key, (root, key(1), lock, event))
+            waiters.append(ctx.Process(target=w._report, args=args, daemon=True))
+            waiters[-1].start()
+        assert all(event.wait(timeout=60) for event in started)
+        go.set()
+        got = {}
+        while len(got) < len(waiters):
+            index, ok, value = results.get(timeout=60)
+            assert ok, value
+            got[index] = value
+        assert holder.is_alive()  # every waiter returned while the key was still held
+        assert set(got.values()) == {"published"}
+    finally:
+        release.set()
+        for proc in [holder, *waiters]:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
