@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -56,3 +57,14 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[]
         local = tmp_path / "local"
         return lambda: sc.TieredStore([sc.DirectoryStore(local), sc.RedisStore(url)])
     raise AssertionError(kind)
+
+
+@pytest.fixture
+def s3_credentials(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test S3 server's credentials, and no other AWS_* setting, in the environment."""
+    server = request.getfixturevalue("s3_server")
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in server.env.items():  # child processes and the CLI inherit them
+        monkeypatch.setenv(name, value)

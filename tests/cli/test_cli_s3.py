@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
@@ -20,12 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(autouse=True)
-def _credentials(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for name, value in s3_server.env.items():  # the CLI inherits them
-        monkeypatch.setenv(name, value)
+def _secret(s3_credentials: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STEPCACHE_SECRET", "team-secret")
 
 

@@ -22,18 +22,9 @@ from stepcache.testing.contract import key
 from stepcache.testing.s3_server import S3Server
 
 pytest.importorskip("obstore", reason="the s3 extra is not installed: pip install -e '.[s3]'")
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("s3_credentials")]
 ctx = multiprocessing.get_context("spawn")
 LEASE = 1.0
-
-
-@pytest.fixture(autouse=True)
-def _credentials(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from pathlib import Path
 
@@ -17,17 +16,7 @@ from stepcache.testing.contract import key, tree
 from stepcache.testing.s3_server import S3Server
 
 pytest.importorskip("obstore", reason="the s3 extra is not installed: pip install -e '.[s3]'")
-pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture(autouse=True)
-def _credentials(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    for name, value in s3_server.env.items():
-        monkeypatch.setenv(name, value)
-    return
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("s3_credentials")]
 
 
 @pytest.fixture

@@ -67,18 +67,10 @@ class DirFds:
         missing, re-opens what was removed and raises what is wrong (a
         planted symlink, say); so every failure here falls back to it.
         """
-        common, rel, _ = common_dir(parent, tmp_dir)
-        top, _, below = rel.partition(os.sep)
-        if not top:
+        reached = self._reach(parent, tmp_dir, durable)
+        if reached is None:
             return False
-        top_dir = os.path.join(common, top)
-        try:
-            top_fd, _ = self.get(top_dir)
-            tmp_fd, group = self.get(tmp_dir)
-            dest_fd = descend(top_fd, top_dir, below, create=True, durable=durable)
-        except OSError:
-            self.forget(top_dir, tmp_dir)
-            return False
+        top_dir, dest_fd, tmp_fd, group = reached
         try:
             _fsutil.publish(data, tmp_fd, dest_fd, name, durable, group)
         except FileNotFoundError:  # a directory removed since its descriptor was kept
@@ -96,18 +88,10 @@ class DirFds:
         the path-based way; a failed rename itself (``dest`` exists) raises.
         """
         (src_dir, src_name), (parent, name) = os.path.split(src), os.path.split(dest)
-        common, rel, _ = common_dir(parent, src_dir)
-        top, _, below = rel.partition(os.sep)
-        if not top:
+        reached = self._reach(parent, src_dir, durable)
+        if reached is None:
             return False
-        top_dir = os.path.join(common, top)
-        try:
-            top_fd, _ = self.get(top_dir)
-            src_fd, _ = self.get(src_dir)
-            dest_fd = descend(top_fd, top_dir, below, create=True, durable=durable)
-        except OSError:
-            self.forget(top_dir, src_dir)
-            return False
+        top_dir, dest_fd, src_fd, _ = reached
         try:
             os.rename(src_name, name, src_dir_fd=src_fd, dst_dir_fd=dest_fd)
             if durable:
@@ -119,6 +103,28 @@ class DirFds:
         finally:
             os.close(dest_fd)
         return True
+
+    def _reach(
+        self, parent: str, kept: str, durable: bool
+    ) -> tuple[str, int, int, bool] | None:
+        """(top directory, new fd of ``parent``, kept fd of ``kept``, its group bit), or None.
+
+        ``parent`` is reached below the kept descriptor of the top directory
+        both share; ``None`` where that fails (the caller takes the path-based way).
+        """
+        common, rel, _ = common_dir(parent, kept)
+        top, _, below = rel.partition(os.sep)
+        if not top:
+            return None
+        top_dir = os.path.join(common, top)
+        try:
+            top_fd, _ = self.get(top_dir)
+            kept_fd, group = self.get(kept)
+            dest_fd = descend(top_fd, top_dir, below, create=True, durable=durable)
+        except OSError:
+            self.forget(top_dir, kept)
+            return None
+        return top_dir, dest_fd, kept_fd, group
 
     def forget(self, *paths: str) -> None:
         """Open ``paths`` again on next use (their directories may have been removed)."""
