@@ -104,9 +104,7 @@ class DirFds:
             os.close(dest_fd)
         return True
 
-    def _reach(
-        self, parent: str, kept: str, durable: bool
-    ) -> tuple[str, int, int, bool] | None:
+    def _reach(self, parent: str, kept: str, durable: bool) -> tuple[str, int, int, bool] | None:
         """(top directory, new fd of ``parent``, kept fd of ``kept``, its group bit), or None.
 
         ``parent`` is reached below the kept descriptor of the top directory

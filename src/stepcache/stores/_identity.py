@@ -20,10 +20,11 @@ True
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 from typing import Final
+
+import xxhash
 
 __all__ = ["host_id", "owner_id", "parse_owner_id", "process_start", "same_host_dead"]
 
@@ -42,7 +43,7 @@ def _machine_host_id() -> str:
             continue
     if not parts:  # no machine id: the hostname is the best there is
         return _SAFE.sub("_", os.uname().nodename or "localhost")[:32]
-    return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    return xxhash.xxh3_128_hexdigest(b"\0".join(parts))[:16]
 
 
 def host_id() -> str:

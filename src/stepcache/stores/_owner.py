@@ -28,11 +28,12 @@ whether they still change (:mod:`stepcache.stores.directory.sweep`).
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import typing
 from typing import Final
+
+import xxhash
 
 from stepcache.stores._identity import ENV_HOST_ID, host_id
 
@@ -51,7 +52,7 @@ def _host_id() -> str:
         pidns = str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
         return host_id()
-    return f"{host_id()}.{hashlib.sha256(pidns.encode()).hexdigest()[:6]}"
+    return f"{host_id()}.{xxhash.xxh3_64_hexdigest(pidns.encode())[:6]}"
 
 
 #: this host's identity: ``$STEPCACHE_HOST_ID``, else machine digest and pid namespace

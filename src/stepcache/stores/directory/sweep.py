@@ -33,7 +33,6 @@ default is an hour.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 from collections.abc import Mapping
@@ -80,6 +79,8 @@ class Observer:
         with open(fd, "rb") as f:
             try:
                 mtime = os.fstat(fd).st_mtime
+                import json  # here: a process that never sweeps never needs it
+
                 seen = json.loads(f.read())
                 if isinstance(seen, dict):
                     return seen, mtime
@@ -141,6 +142,8 @@ class Observer:
         # Best effort: a record that cannot be written only delays removals.
         with contextlib.suppress(OSError):
             if seen:
+                import json
+
                 data = json.dumps(seen, separators=(",", ":")).encode()
                 _fsutil.write_atomic(path, data, self.tmp_dir)
             else:
