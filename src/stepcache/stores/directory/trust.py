@@ -96,7 +96,8 @@ def check_dedicated(root: str) -> None:
     into ``/`` or a home directory, it would hide everything there from them,
     and ``clear`` would work on files that are not entries. Allowed: an empty
     directory, or one holding only what stepcache makes (its own directories
-    and ``memo/``, the code-identity memo kept in the default store directory).
+    and ``memo/``, the code-identity memo kept in the default store directory,
+    and a ``CACHEDIR.TAG`` that another process has just written).
 
     >>> import tempfile
     >>> check_dedicated(tempfile.mkdtemp())
@@ -105,7 +106,9 @@ def check_dedicated(root: str) -> None:
         names = set(os.listdir(root))
     except OSError as exc:
         raise StoreUnavailableError(f"cannot open the cache directory {root}: {exc}") from exc
-    foreign = sorted(names - {*_OWN_DIRS, "memo"})
+    # CACHEDIR.TAG: another process made the store since we looked (an attribute
+    # cache, as on sshfs, can also hide it from the stat that looked): a store.
+    foreign = sorted(names - {*_OWN_DIRS, "memo", "CACHEDIR.TAG"})
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
         raise StoreUnavailableError(
