@@ -145,11 +145,17 @@ def _calls(op: str, n: int, strace: bool) -> int:
         if not strace:
             out = _run(args, h.child_env(STEPCACHE_BENCH_AUDIT="1"))
             return int(out.strip())
-        report = os.path.join(root, "strace.txt")
-        _run(["strace", "-f", "-c", "-o", report, *args], h.child_env())
-        with open(report) as f:
-            total = re.search(r"^\s*100\.00\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total\s*$",
-                              f.read(), re.MULTILINE)  # fmt: skip
+        # The report goes beside the store, not into it: a store refuses foreign files.
+        fd, report = tempfile.mkstemp(prefix="stepcache-strace-", suffix=".txt")
+        os.close(fd)
+        try:
+            _run(["strace", "-f", "-c", "-o", report, *args], h.child_env())
+            with open(report) as f:
+                text = f.read()
+        finally:
+            os.unlink(report)
+        total = re.search(r"^\s*100\.00\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total\s*$",
+                          text, re.MULTILINE)  # fmt: skip
         if total is None:
             raise RuntimeError(f"no total in the strace report of {op}")
         return int(total.group(1))

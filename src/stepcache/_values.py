@@ -8,13 +8,14 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+# Imported by stepcache.codec once these names exist there (see its last line).
+from stepcache.codec import CODECS, PICKLE, RAW, SAFE, TREE, CorruptEntry, TreePayload
+
 __all__ = ["decode_value", "encode_value"]
 
 
 def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
     """Serialise ``value``: bytes are stored raw; otherwise the store's codec."""
-    from stepcache.codec import CODECS, PICKLE, RAW, SAFE, TREE, TreePayload
-
     if type(value) is bytes:
         return RAW, value
     if type(value) is TreePayload:
@@ -59,8 +60,6 @@ def _json_exact(value: Any) -> bool:
 
 def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bool = True) -> Any:
     """Deserialise a verified payload; ``allow_pickle=False`` refuses pickles."""
-    from stepcache.codec import PICKLE, RAW, SAFE, TREE, CorruptEntry, TreePayload
-
     if codec_id == RAW:
         return bytes(payload)
     if codec_id == SAFE:

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 from stepcache import codec
 from stepcache.errors import ReadOnlyStoreError, StoreUnavailableError
 from stepcache.stores._flight import Flights
-from stepcache.stores._keys import KEY_RE, MISSING, validate_key
+from stepcache.stores._keys import KEY_RE, MISSING, resolve_secret, validate_key
 from stepcache.stores._stats import Counters, Stats
 from stepcache.stores.backend import Backend
 
@@ -29,17 +29,6 @@ log = logging.getLogger("stepcache")
 _T = TypeVar("_T")
 DEFAULT_LOCK_TIMEOUT: Final = 600.0
 STORE_OPTIONS: Final = ("read_only", "secret", "codec", "lock_timeout")
-
-
-def _resolve_secret(secret: bytes | str | None) -> bytes | None:
-    if secret is None:
-        secret = os.environ.get("STEPCACHE_SECRET") or None
-    if isinstance(secret, str):
-        secret = secret.encode()
-    if secret is not None and not secret:
-        # An empty key would sign nothing yet demand signatures: every read a miss.
-        raise ValueError("secret must not be empty; pass None (or unset it) for unsigned entries")
-    return secret
 
 
 class StoreCore(MutableMapping[str, Any]):
@@ -64,7 +53,7 @@ class StoreCore(MutableMapping[str, Any]):
         self.read_only = read_only or backend.read_only
         self.codec = codec
         self.lock_timeout = lock_timeout
-        self._secret = _resolve_secret(secret)
+        self._secret = resolve_secret(secret)
         # An explicit secret travels with the store to worker processes; one
         # from $STEPCACHE_SECRET is read there again.
         self._explicit_secret = secret
@@ -95,11 +84,7 @@ class StoreCore(MutableMapping[str, Any]):
         return self._pid
 
     def options(self) -> dict[str, Any]:
-        """Options that ``open_store(self.spec, **options)`` needs to open this store again.
-
-        Only those not at their default, so that ``open_store(spec)`` and the
-        reopening of a pickled store name the same registry entry.
-        """
+        """Options not at their default that ``open_store(self.spec, **options)`` needs."""
         out: dict[str, Any] = {}
         if self.read_only and not self.backend.read_only:
             out["read_only"] = True
@@ -124,11 +109,9 @@ class StoreCore(MutableMapping[str, Any]):
     ) -> _T:
         """``fn()`` on the backend; on an OSError count it, log once, return ``default``.
 
-        A backend that cannot be reached (:class:`StoreUnavailableError`) is
-        skipped for ``backend.backoff`` seconds, so a dead server costs one
-        timeout per back-off period, not one per lookup. With
-        ``unavailable=True`` (listings, usage) that error is raised after
-        counting it: an unreachable store is not an empty one.
+        While backed off (see :meth:`_failed`) the backend is not called.
+        ``unavailable=True`` (listings, usage) raises StoreUnavailableError
+        after counting it: an unreachable store is not an empty one.
         """
         if self._down_until and time.monotonic() < self._down_until:
             if unavailable:
@@ -137,32 +120,42 @@ class StoreCore(MutableMapping[str, Any]):
         try:
             result = fn()
         except OSError as exc:
-            self.last_error = exc
-            self.counters.add("errors")
-            if isinstance(exc, StoreUnavailableError):
-                self.counters.add("remote_errors")
             if unavailable and isinstance(exc, StoreUnavailableError):
+                self.last_error = exc  # counted; the caller says it (no back-off warning)
+                self.counters.add("errors")
+                self.counters.add("remote_errors")
                 raise
-            if isinstance(exc, StoreUnavailableError) and self.backend.backoff > 0:
-                self._down_until = time.monotonic() + self.backend.backoff
-                if "down" not in self._said:
-                    self._said.add("down")
-                    log.warning(
-                        "stepcache: %s is unreachable (%s: %s); working without it, "
-                        "retrying every %g s",
-                        self.spec,
-                        what,
-                        exc,
-                        self.backend.backoff,
-                    )
-                return default
-            self.say_once(what, "stepcache: cannot %s %s: %s", what, self.spec, exc)
+            self._failed(what, exc)
             return default
         if self._down_until:
             self._down_until = 0.0
             self._said.discard("down")
             log.info("stepcache: %s is reachable again", self.spec)
         return result
+
+    def _failed(self, what: str, exc: OSError) -> None:
+        """Count a failed call; an unreachable backend is skipped for ``backend.backoff`` s
+        (one timeout per period, not one per lookup); log once."""
+        self.last_error = exc
+        self.counters.add("errors")
+        if not isinstance(exc, StoreUnavailableError):
+            self.say_once(what, "stepcache: cannot %s %s: %s", what, self.spec, exc)
+            return
+        self.counters.add("remote_errors")
+        if self.backend.backoff > 0:
+            self._down_until = time.monotonic() + self.backend.backoff
+            if "down" not in self._said:
+                self._said.add("down")
+                log.warning(
+                    "stepcache: %s is unreachable (%s: %s); working without it, retrying "
+                    "every %g s",
+                    self.spec,
+                    what,
+                    exc,
+                    self.backend.backoff,
+                )
+        else:
+            self.say_once(what, "stepcache: cannot %s %s: %s", what, self.spec, exc)
 
     @property
     def reachable(self) -> bool:
@@ -185,20 +178,14 @@ class StoreCore(MutableMapping[str, Any]):
 
     # -- blobs: what composite stores move between stores ---------------------
     def read_blob(self, key: str) -> bytes | None:
-        """The verified entry blob under ``key``, or ``None``; uncounted as hit or miss.
-
-        An entry that fails verification is discarded (counted in
-        ``stats().errors``) and reads as ``None``. Composite stores use this
-        to move entries between stores without decoding them.
-        """
+        """The verified entry blob under ``key`` (a damaged one is discarded), or ``None``;
+        uncounted as hit or miss. For moving entries between stores."""
         found = self._read(validate_key(key))
         return None if found is None else found[0]
 
     def write_blob(self, key: str, blob: bytes, *, step: str | None = None) -> bool:
-        """Publish an entry blob made by :meth:`read_blob` of a store with the same secret.
-
-        Returns whether it reached the backend; a failure is counted, not raised.
-        """
+        """Publish a blob from :meth:`read_blob` of a store with the same secret; return
+        whether it reached the backend (a failure is counted, not raised)."""
         validate_key(key)
         self._check_writable()
         if not self._call("write to", lambda: self.backend.save(key, blob) or True, False):
@@ -208,7 +195,14 @@ class StoreCore(MutableMapping[str, Any]):
 
     def _read(self, key: str) -> tuple[bytes, Any] | None:
         """(blob, decoded value) of the verified entry under ``key``, or ``None``."""
-        blob = self._call("read from", lambda: self.backend.load(key), None)
+        if self._down_until:  # backing off, or the first call since: the careful way
+            blob = self._call("read from", lambda: self.backend.load(key), None)
+        else:  # the hit path: no closure, no extra frame
+            try:
+                blob = self.backend.load(key)
+            except OSError as exc:
+                self._failed("read from", exc)
+                return None
         if blob is None:
             return None
         try:
@@ -216,10 +210,14 @@ class StoreCore(MutableMapping[str, Any]):
                 blob, key, secret=self._secret, allow_pickle=self.codec == "pickle"
             )
         except codec.CorruptEntry as exc:
-            self.discard(key, str(exc))
-            return None
+            return self._unverified(key, blob, str(exc))
         self._tick()
         return blob, value
+
+    def _unverified(self, key: str, blob: bytes, reason: str) -> tuple[bytes, Any] | None:
+        """What a read that failed verification gives: here a counted miss (see discard)."""
+        self.discard(key, reason)
+        return None
 
     def _tick(self) -> None:
         """Called after each read; stores with periodic duties (stats files) override it."""
@@ -269,11 +267,8 @@ class StoreCore(MutableMapping[str, Any]):
             self.counters.miss(str(info.get("step", "")), str(info.get("label", "")), key)
 
     def flush(self) -> None:
-        """Make this process's counters visible to other processes now (where a store records them).
-
-        Counters are otherwise recorded every few seconds while in use and at
-        exit; a worker process that lives on between tasks calls this after each.
-        """
+        """Record this process's counters for other processes now (else every few seconds
+        and at exit); a worker that lives on between tasks calls it after each."""
 
     def __getitem__(self, key: str) -> Any:
         value = self.get(key, MISSING)

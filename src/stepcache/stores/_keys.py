@@ -1,13 +1,14 @@
-"""Store keys: what a key may look like, and the marker of a missing value."""
+"""Store keys and secrets: what a key may look like, the signing key, a missing value."""
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Final
 
 from stepcache.errors import InvalidKeyError
 
-__all__ = ["KEY_RE", "MISSING", "validate_key"]
+__all__ = ["KEY_RE", "MISSING", "resolve_secret", "validate_key"]
 
 #: 16-64 lowercase hex characters: what :func:`stepcache.fingerprint` produces
 KEY_RE: Final = re.compile(r"[0-9a-f]{16,64}")
@@ -37,3 +38,15 @@ def validate_key(key: object) -> str:
             "as stepcache.fingerprint() produces"
         )
     return key
+
+
+def resolve_secret(secret: bytes | str | None) -> bytes | None:
+    """``secret``, else ``$STEPCACHE_SECRET``, as bytes; ``None`` for unsigned entries."""
+    if secret is None:
+        secret = os.environ.get("STEPCACHE_SECRET") or None
+    if isinstance(secret, str):
+        secret = secret.encode()
+    if secret is not None and not secret:
+        # An empty key would sign nothing yet demand signatures: every read a miss.
+        raise ValueError("secret must not be empty; pass None (or unset it) for unsigned entries")
+    return secret

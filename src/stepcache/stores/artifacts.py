@@ -33,7 +33,6 @@ import os
 import shutil
 import stat
 import struct
-import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -239,6 +238,8 @@ def encode(manifest: Manifest, root: str | os.PathLike[str] | None) -> bytes:
     head = manifest.to_json()
     if root is None:
         return _LEN.pack(len(head)) + head
+    import tarfile  # here: checking a tree (every get_dir) needs no archive code
+
     buf = io.BytesIO()
     buf.write(_LEN.pack(len(head)) + head)
     top = os.fspath(root)
@@ -276,6 +277,8 @@ def unpack(value: TreeValue, dest: Path) -> Path:
     """
     if value.archive is None:
         raise ValueError("this tree entry holds no archive")
+    import tarfile
+
     dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:

@@ -32,32 +32,25 @@ class SharedFsStore(Store):
         """Whether the store is on a filesystem other machines may serve too (NFS, FUSE...)."""
         return self.backend.on_shared_fs
 
-    def _read(self, key: str) -> tuple[bytes, Any] | None:
-        if not self.backend.on_shared_fs:
-            return super()._read(key)
-        blob = self._call("read from", lambda: self.backend.load(key), None)
-        reason = ""
-        for fresh in (False, True):
-            if blob is None:
-                return None
+    def _unverified(self, key: str, blob: bytes, reason: str) -> tuple[bytes, Any] | None:
+        if not self.backend.on_shared_fs:  # decided only now: a hit never pays for it
+            return super()._unverified(key, blob, reason)
+        # A file replaced from another machine can be read torn (sshfs serves a
+        # stale cached size for about a second): that is no damage yet.
+        try:
+            fresh = self.backend.load_fresh(key)
+        except (OSError, codec.CorruptEntry) as exc:
+            fresh, reason = None, str(exc)
+        if fresh is not None:
             try:
                 value = codec.unpack_entry(
-                    blob, key, secret=self.secret, allow_pickle=self.codec == "pickle"
+                    fresh, key, secret=self.secret, allow_pickle=self.codec == "pickle"
                 )
             except codec.CorruptEntry as exc:
                 reason = str(exc)
             else:
                 self._tick()
-                return blob, value
-            if fresh:
-                break
-            # A file replaced from another machine can be read torn (sshfs serves
-            # a stale cached size for about a second): that is no damage yet.
-            try:
-                blob = self.backend.load_fresh(key)
-            except (OSError, codec.CorruptEntry) as exc:
-                reason = str(exc)
-                break
+                return fresh, value
         self.discard(key, reason)
         return None
 
