@@ -180,8 +180,15 @@ class StoreCore(MutableMapping[str, Any]):
     def read_blob(self, key: str) -> bytes | None:
         """The verified entry blob under ``key`` (a damaged one is discarded), or ``None``;
         uncounted as hit or miss. For moving entries between stores."""
-        found = self._read(validate_key(key))
-        return None if found is None else found[0]
+        blob = self._call("read from", lambda: self.backend.load(validate_key(key)), None)
+        if blob is None:
+            return None
+        try:
+            codec.unpack_entry(blob, key, secret=self._secret, allow_pickle=self.codec == "pickle")
+        except codec.CorruptEntry as exc:
+            found = self._unverified(key, blob, str(exc))
+            return None if found is None else found[0]
+        return blob
 
     def write_blob(self, key: str, blob: bytes, *, step: str | None = None) -> bool:
         """Publish a blob from :meth:`read_blob` of a store with the same secret; return
@@ -193,8 +200,8 @@ class StoreCore(MutableMapping[str, Any]):
         self.counters.add("writes", step=step)
         return True
 
-    def _read(self, key: str) -> tuple[bytes, Any] | None:
-        """(blob, decoded value) of the verified entry under ``key``, or ``None``."""
+    def _read(self, key: str) -> Any:
+        """The verified value under ``key`` (a tree entry's payload too), or MISSING."""
         if self._down_until:  # backing off, or the first call since: the careful way
             blob = self._call("read from", lambda: self.backend.load(key), None)
         else:  # the hit path: no closure, no extra frame
@@ -202,32 +209,27 @@ class StoreCore(MutableMapping[str, Any]):
                 blob = self.backend.load(key)
             except OSError as exc:
                 self._failed("read from", exc)
-                return None
+                return MISSING
         if blob is None:
-            return None
+            return MISSING
         try:
             value = codec.unpack_entry(
                 blob, key, secret=self._secret, allow_pickle=self.codec == "pickle"
             )
         except codec.CorruptEntry as exc:
-            return self._unverified(key, blob, str(exc))
-        self._tick()
-        return blob, value
+            found = self._unverified(key, blob, str(exc))
+            return MISSING if found is None else found[1]
+        return value
 
     def _unverified(self, key: str, blob: bytes, reason: str) -> tuple[bytes, Any] | None:
         """What a read that failed verification gives: here a counted miss (see discard)."""
         self.discard(key, reason)
         return None
 
-    def _tick(self) -> None:
-        """Called after each read; stores with periodic duties (stats files) override it."""
-
     def _lookup(self, key: str) -> Any:
         """The verified value under ``key``, or MISSING (tree entries too); uncounted."""
-        found = self._read(key)
-        if found is None or isinstance(found[1], codec.TreePayload):
-            return MISSING
-        return found[1]
+        value = self._read(key)
+        return MISSING if type(value) is codec.TreePayload else value
 
     def _remove(self, key: str) -> bool:
         return self._call("remove from", lambda: self.backend.remove(key), False)
@@ -249,7 +251,9 @@ class StoreCore(MutableMapping[str, Any]):
         ``info`` (``step``, ``label``) attributes the lookup to a step, as
         :meth:`get_or_compute` does, for callers that compute and store themselves.
         """
-        value = self._lookup(validate_key(key))
+        value = self._read(validate_key(key))  # not _lookup: one call less on every hit
+        if type(value) is codec.TreePayload:
+            value = MISSING
         self._count_lookup(key, value is not MISSING, info)
         return default if value is MISSING else value
 

@@ -296,10 +296,10 @@ class Store(StoreCore):
         from stepcache.stores import artifacts
 
         found = self._read(key)
-        if found is None or not isinstance(found[1], codec.TreePayload):
+        if not isinstance(found, codec.TreePayload):
             return None  # absent, damaged (discarded), or a value / an older format's entry
         try:
-            tree = artifacts.decode(found[1])
+            tree = artifacts.decode(found)
             if self.backend.keeps_files:
                 path = self.backend.tree_path(key)
             else:

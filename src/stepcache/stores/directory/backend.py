@@ -34,6 +34,7 @@ import functools
 import os
 import shutil
 import stat
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,6 +59,7 @@ from stepcache.stores.directory.eviction import (
     plan_eviction,
     scan,
 )
+from stepcache.stores.directory.statsfiles import StatsFile
 from stepcache.stores.directory.sweep import STALE_AFTER, Observer, sweep_temp
 
 __all__ = ["DAMAGED", "TAG", "DirectoryBackend"]
@@ -160,6 +162,8 @@ class DirectoryBackend(Backend):
             Cleaner(max_bytes, max_age) if (max_bytes or max_age) and not read_only else None
         )
         self._swept = read_only
+        #: the store's counter file, written after a read when due (set by DirectoryStore)
+        self.stats_file: StatsFile | None = None
 
     def _open_root(self, *, tag: bytes | None) -> None:
         """:func:`trust.open_root`, opening degraded where creating the store fails."""
@@ -201,11 +205,15 @@ class DirectoryBackend(Backend):
     # -- entry blobs -----------------------------------------------------------
     def load(self, key: str) -> bytes | None:
         try:
-            return read_entry(self.path(key), touch=not self.read_only)
+            blob = read_entry(self.path(key), touch=not self.read_only)
         except codec.CorruptEntry:
-            return _NOT_AN_ENTRY  # a directory or symlink in an entry's place: a damaged entry
+            blob = _NOT_AN_ENTRY  # a directory or symlink in an entry's place: a damaged entry
         except (NotADirectoryError, PermissionError):
-            return None  # a file where a fanout directory should be, or an unreadable one
+            blob = None  # a file where a fanout directory should be, or an unreadable one
+        stats = self.stats_file
+        if stats is not None and time.monotonic() >= stats.due:
+            stats.flush()
+        return blob
 
     def load_fresh(self, key: str) -> bytes | None:
         """The entry of ``key`` read again, from a fresh open to the end of the file.

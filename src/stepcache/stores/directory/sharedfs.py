@@ -49,7 +49,6 @@ class SharedFsStore(Store):
             except codec.CorruptEntry as exc:
                 reason = str(exc)
             else:
-                self._tick()
                 return fresh, value
         self.discard(key, reason)
         return None

@@ -14,7 +14,6 @@ leftovers by the filesystem's time, never a clock
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,6 +121,9 @@ class DirectoryStore(SharedFsStore):
         self._stats_file = None if read_only else StatsFile(self.counters, root, durable)
         if self._stats_file is not None:
             self._stats_file.flush_at_exit(self)
+        # The backend checks after each read whether the counters are due to be
+        # written: no extra call on a hit.
+        backend.stats_file = self._stats_file
 
     @property
     def degraded(self) -> bool:
@@ -137,11 +139,6 @@ class DirectoryStore(SharedFsStore):
     def path(self) -> Path:
         """The root directory of the store."""
         return Path(self.backend.root)
-
-    def _tick(self) -> None:
-        stats = self._stats_file
-        if stats is not None and time.monotonic() >= stats.due:
-            stats.flush()
 
     # -- maintenance -------------------------------------------------------------
     def prune(
