@@ -67,6 +67,7 @@ EXPECTED = {
 # Third-party and heavy modules that only some uses need.
 FORBIDDEN = [
     "boto3",
+    "botocore",
     "click",
     "hypothesis",
     "numpy",
@@ -141,3 +142,10 @@ def test_every_public_name_imports_in_a_fresh_process() -> None:
 def test_unknown_names_still_raise() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         stepcache.Nope  # noqa: B018
+
+
+def test_opening_an_s3_store_imports_its_client_only_on_first_use() -> None:
+    opened = _modules_after(
+        "import stepcache\nstepcache.open_store('s3://bucket/p?endpoint=http://127.0.0.1:9')"
+    )
+    assert not opened & {"obstore", "zstandard", "boto3", "botocore"}
