@@ -23,6 +23,7 @@ from typing import Any
 from stepcache.stores._lease import Leases, Watch
 from stepcache.stores._locks import KeyLocks, LeaseTiming
 from stepcache.stores.directory import DirectoryStore
+from stepcache.testing.processes import gather
 from stepcache.testing.sshfs import Machine, patch_sleep_under_faketime
 
 #: Lease timing of the tests: short, so that take-overs happen within a test's time, yet
@@ -62,23 +63,7 @@ def run_all(
         ctx.Process(target=_report, args=(queue, i, host, target, (start, *a)), daemon=True)
         for i, (host, a) in enumerate(jobs)
     ]
-    for proc in procs:
-        proc.start()
-    deadline = time.monotonic() + timeout
-    results: dict[int, Any] = {}
-    try:
-        while len(results) < len(procs):
-            index, ok, value = queue.get(timeout=max(0.1, deadline - time.monotonic()))
-            if not ok:
-                raise AssertionError(f"child {index} failed:\n{value}")
-            results[index] = value
-    finally:
-        for proc in procs:
-            proc.join(timeout=max(0.1, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    return [results[i] for i in range(len(procs))]
+    return gather(procs, queue, timeout)
 
 
 def start_machine(machine: Machine, command: str, args: dict[str, Any]) -> subprocess.Popen[str]:

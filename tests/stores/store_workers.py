@@ -20,6 +20,7 @@ from typing import Any
 
 from stepcache import CachedStep, StepBase, open_store, reset_registry
 from stepcache.stores.directory import DirectoryStore
+from stepcache.testing.processes import gather
 from stepcache.testing.values import checked_value, is_whole, key
 
 CALLS_ENV = "STEPCACHE_TEST_CALLS_DIR"
@@ -68,23 +69,7 @@ def run_all(
         ctx.Process(target=_report, args=(queue, i, target, (start, *a)), daemon=True)
         for i, a in enumerate(args)
     ]
-    for proc in procs:
-        proc.start()
-    deadline = time.monotonic() + timeout
-    results: dict[int, Any] = {}
-    try:
-        while len(results) < len(procs):
-            index, ok, value = queue.get(timeout=max(0.1, deadline - time.monotonic()))
-            if not ok:
-                raise AssertionError(f"child {index} failed:\n{value}")
-            results[index] = value
-    finally:
-        for proc in procs:
-            proc.join(timeout=max(0.1, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-    return [results[i] for i in range(len(procs))]
+    return gather(procs, queue, timeout)
 
 
 def dead_pid() -> int:
