@@ -156,7 +156,9 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
         scheme, rest = "dir", text
     scheme = scheme.lower()
     if scheme == "dir":
-        rest, query = _dir_query(rest)
+        from stepcache.stores.directory.backend import split_query  # loaded with the store
+
+        rest, query = split_query(rest)
         if not rest:
             raise StoreUnavailableError("dir:// needs a path, e.g. dir:///var/cache/stepcache")
         rest = os.path.abspath(os.path.expanduser(rest))
@@ -168,12 +170,6 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
         with _lock:
             _factories.setdefault(scheme, factory)
     return scheme, f"{scheme}://{rest}"
-
-
-def _dir_query(rest: str) -> tuple[str, dict[str, str]]:
-    from stepcache.stores.directory.backend import split_query
-
-    return split_query(rest)
 
 
 def open_store(spec: str | os.PathLike[str] | None = None, **options: Any) -> Store:
