@@ -47,6 +47,7 @@ EXPECTED = {
     "stepcache.stores._lockmode",
     "stepcache.stores._locks",
     "stepcache.stores._owner",
+    "stepcache.stores._ranges",
     "stepcache.stores._results",
     "stepcache.stores._stats",
     "stepcache.stores.backend",

@@ -21,7 +21,7 @@ import pytest
 
 from stepcache.cli import main
 from stepcache.stores.directory import DirectoryStore
-from stepcache.testing import key
+from stepcache.testing import key, lock_files
 
 NOBODY = 65534
 
@@ -54,14 +54,15 @@ def test_lock_and_lease_files_of_a_group_cache_are_group_writable(
 ) -> None:
     with umask(0o022):
         store = DirectoryStore(tmp_path / "team", shared=True, secret="team", lock_backend=backend)
-        with store.backend.locks.hold(key(1), time.monotonic() + 5) as held:
+        locks = store.backend.locks
+        with locks.hold(key(1), time.monotonic() + 5) as held:
             leases = store.path / "leases"
             (made,) = leases.iterdir()
             assert held
-            assert made.name == f"{key(1)}.{'lease' if backend == 'lease' else 'lock'}"
+            assert made.name == locks.file_of(key(1))
             assert mode(made) == 0o660
     assert mode(leases) == 0o2770
-    assert list(leases.iterdir()) == []
+    assert lock_files(leases) == []
 
 
 @pytest.mark.parametrize("move", [False, True], ids=["copy", "move"])

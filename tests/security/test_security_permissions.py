@@ -64,8 +64,9 @@ def test_a_new_store_is_private_whatever_the_umask(tmp_path: Path, mask: int) ->
     with umask(mask):
         store = DirectoryStore(tmp_path / "cache")
         store[key(1)] = "entry"
-        with store.backend.locks.hold(key(2), 0.0):  # a lock file exists while held
-            lock_mode = mode(tmp_path / "cache" / "leases" / f"{key(2)}.lock")
+        locks = store.backend.locks
+        with locks.hold(key(2), 0.0):  # a lock file exists while held
+            lock_mode = mode(tmp_path / "cache" / "leases" / locks.file_of(key(2)))
         store.close()  # writes the stats file
     root = tmp_path / "cache"
     dirs = [p for p in [root, *root.rglob("*")] if p.is_dir()]

@@ -55,10 +55,9 @@ def lock_as(start: Any, role: str, uid: int, gid: int, leases: str, backend: str
     become(uid, gid, (gid,))
     warnings: list[str] = []
     locks = KeyLocks(leases, backend=backend, warn=lambda _t, msg, *a: warnings.append(msg % a))
-    suffix = ".lease" if backend == "lease" else ".lock"
     if role == "holder":
         with locks.hold(KEY, time.monotonic() + 30) as held:
-            mode = stat.S_IMODE(os.stat(f"{leases}/{KEY}{suffix}").st_mode)
+            mode = stat.S_IMODE(os.stat(f"{leases}/{locks.file_of(KEY)}").st_mode)
             start.wait(timeout=30)
             start.wait(timeout=30)
         start.wait(timeout=30)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import multiprocessing
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import store_workers as w
@@ -15,7 +17,7 @@ from stepcache.stores._identity import host_id
 from stepcache.stores._lease import record
 from stepcache.stores._locks import KeyLocks
 from stepcache.stores.directory import DirectoryStore
-from stepcache.testing import key
+from stepcache.testing import key, lock_files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,7 +26,7 @@ def test_get_or_compute_leaves_no_lock_files(tmp_path: Path) -> None:
     store = DirectoryStore(tmp_path / "cache")
     for n in range(5):
         store.get_or_compute(key(n), lambda: "v")
-    assert os.listdir(store.path / "leases") == []
+    assert lock_files(store.path / "leases") == []
 
 
 @pytest.mark.parametrize("backend", ["flock", "lease"])
@@ -47,18 +49,68 @@ def test_a_held_key_does_not_block_other_keys(tmp_path: Path, backend: str) -> N
         assert other.get_or_compute(key(2), lambda: "free", timeout=60) == "free"
 
 
+def refuse_range_locks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the kernel refuse byte-range locks, as one without OFD locks would."""
+    real = fcntl.fcntl
+
+    def no_ranges(fd: int, cmd: int, arg: object = 0) -> object:
+        if cmd == getattr(fcntl, "F_OFD_SETLK", None):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, cmd, arg)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(fcntl, "fcntl", no_ranges)
+
+
+def test_range_locks_refused_fall_back_to_a_lock_file_per_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refuse_range_locks(monkeypatch)
+    store = DirectoryStore(tmp_path / "cache", lock="flock")
+    holder = DirectoryStore(tmp_path / "cache", lock="flock")
+    with holder.backend.locks.hold(key(1), time.monotonic() + 10) as held:
+        assert held
+        assert lock_files(store.path / "leases") == [f"{key(1)}.lock"]
+        assert store.get_or_compute(key(1), lambda: "own", timeout=0.2) == "own"
+    assert store.get_or_compute(key(2), lambda: 2) == 2
+    assert (store.backend.locks.backend, store.backend.locks.file_of(key(2))) == (
+        "flock",
+        f"{key(2)}.lock",
+    )
+    assert lock_files(store.path / "leases") == []
+
+
+def test_range_locks_exclude_other_instances_and_threads_but_not_other_keys(
+    tmp_path: Path,
+) -> None:
+    one, two = KeyLocks(str(tmp_path), backend="flock"), KeyLocks(str(tmp_path), backend="flock")
+    with one.hold(key(1), time.monotonic() + 5) as held:
+        assert held
+        with two.hold(key(1), time.monotonic() + 0.05) as other:
+            assert not other
+        with one.hold(key(1), time.monotonic() + 0.05) as same_instance:  # another thread's try
+            assert not same_instance
+        with two.hold(key(2), time.monotonic() + 0.05) as other_key:
+            assert other_key
+    with two.hold(key(1), time.monotonic() + 0.05) as after:
+        assert after
+    assert os.listdir(tmp_path) == [one.file_of(key(1))]
+    one.close()
+    two.close()
+
+
 def test_flock_unsupported_falls_back_to_lease_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def no_flock(fd: int, op: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
+    refuse_range_locks(monkeypatch)
     monkeypatch.setattr(fcntl, "flock", no_flock)
     store = DirectoryStore(tmp_path / "cache")
     assert store.get_or_compute(key(1), lambda: 1) == 1
     assert store.backend.locks.backend == "lease"
     assert store.get_or_compute(key(2), lambda: 2) == 2
-    assert os.listdir(store.path / "leases") == []
+    assert lock_files(store.path / "leases") == []
 
 
 @pytest.mark.timeout(30)
@@ -98,13 +150,16 @@ def test_lease_heartbeat_keeps_a_long_computation_from_being_taken_over(tmp_path
     assert os.listdir(tmp_path) == []
 
 
-def test_sweep_removes_unheld_lock_files_and_keeps_held_ones(tmp_path: Path) -> None:
+def test_sweep_removes_unheld_lock_files_and_keeps_held_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refuse_range_locks(monkeypatch)  # lock files of their own, as where OFD locks do not exist
     locks = KeyLocks(str(tmp_path), backend="flock")
     (tmp_path / "left-by-a-killed-holder.lock").write_bytes(b"")
     with locks.hold("busy", time.monotonic() + 5):
         assert locks.sweep() == 1
-        assert os.listdir(tmp_path) == ["busy.lock"]
-    assert os.listdir(tmp_path) == []
+        assert lock_files(tmp_path) == ["busy.lock"]
+    assert lock_files(tmp_path) == []
 
 
 def test_unknown_lock_backend_is_refused(tmp_path: Path) -> None:
@@ -170,3 +225,32 @@ def test_waiters_return_a_published_value_while_its_holder_still_holds_the_key(
             proc.join(timeout=60)
             if proc.is_alive():
                 proc.kill()
+
+
+def _lock_in_forked_child(locks: KeyLocks, queue: Any, release: Any) -> None:
+    with locks.hold(key(2), time.monotonic() + 5) as held:
+        queue.put(held)
+        release.wait(timeout=30)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork of a threaded pytest process
+def test_a_forked_child_does_not_share_its_parents_range_locks(tmp_path: Path) -> None:
+    locks = KeyLocks(str(tmp_path), backend="flock")
+    with locks.hold(key(1), time.monotonic() + 5) as held:  # the lock file is open when forking
+        assert held
+        ctx = multiprocessing.get_context("fork")
+        queue, release = ctx.Queue(), ctx.Event()
+        child = ctx.Process(target=_lock_in_forked_child, args=(locks, queue, release))
+        child.start()
+        try:
+            assert queue.get(timeout=30) is True
+            # Had the child locked through the inherited descriptor, the lock would be ours too.
+            with locks.hold(key(2), time.monotonic() + 0.1) as also:
+                assert not also
+        finally:
+            release.set()
+            child.join(timeout=30)
+    assert child.exitcode == 0
+    with locks.hold(key(2), time.monotonic() + 5) as after:
+        assert after
+    locks.close()

@@ -18,7 +18,7 @@ from stepcache.stores import _lease
 from stepcache.stores._lockmode import filesystem_of, requested_mode, resolve_mode
 from stepcache.stores._locks import KeyLocks, LeaseTiming
 from stepcache.stores.directory import DirectoryStore
-from stepcache.testing import key
+from stepcache.testing import key, lock_files
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,7 +98,7 @@ def test_a_spec_carries_the_lock_mode(tmp_path: Path) -> None:
     assert store.spec == f"dir://{tmp_path}/c?lock=lease"
     assert store.lock_mode == ("lease", "lease: chosen by lock=lease")
     assert store.get_or_compute(key(1), lambda: "v") == "v"
-    assert os.listdir(tmp_path / "c" / "leases") == []
+    assert lock_files(tmp_path / "c" / "leases") == []
     again = pickle.loads(pickle.dumps(store))
     assert again is store  # the same registry entry: the spec names the lock too
 

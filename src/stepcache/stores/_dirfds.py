@@ -116,9 +116,9 @@ class DirFds:
             return None
         top_dir = os.path.join(common, top)
         try:
-            top_fd, _ = self.get(top_dir)
+            top_fd, top_group = self.get(top_dir)
             kept_fd, group = self.get(kept)
-            dest_fd = descend(top_fd, top_dir, below, create=True, durable=durable)
+            dest_fd = descend(top_fd, top_dir, below, create=True, durable=durable, group=top_group)
         except OSError:
             self.forget(top_dir, kept)
             return None

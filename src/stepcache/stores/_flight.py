@@ -16,6 +16,7 @@ import contextlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -31,29 +32,29 @@ class Flights:
     """The per-key locks of one store instance, and the waiting loop around the backend's lock."""
 
     def __init__(self) -> None:
-        self._reset()
+        self.reset()
+        _live.add(self)
 
-    def _reset(self) -> None:
+    def reset(self) -> None:
+        """Forget every flight (in a forked child: its parent's threads' locks are not its own)."""
         self._flights: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
-        self._pid = os.getpid()
 
     @contextlib.contextmanager
-    def _thread_lock(self, key: str, deadline: float) -> Iterator[bool]:
-        if self._pid != os.getpid():
-            # A forked child inherits locks held by its parent's threads, which
-            # nobody in the child will ever release: start with none.
-            self._reset()
+    def _thread_lock(self, key: str, deadline: float) -> Iterator[bool | None]:
+        """Yield ``None``: got at once; ``True``: got after waiting; ``False``: timed out."""
         with self._lock:
             flight = self._flights.setdefault(key, [threading.Lock(), 0])
             flight[1] += 1
         lock: threading.Lock = flight[0]
         try:
-            got = lock.acquire(timeout=_left(deadline))
+            got: bool | None = None
+            if not lock.acquire(blocking=False):
+                got = lock.acquire(timeout=_left(deadline))
             try:
                 yield got
             finally:
-                if got:
+                if got is not False:
                     lock.release()
         finally:
             with self._lock:
@@ -72,6 +73,10 @@ class Flights:
     ) -> tuple[bool, Any]:
         """``(hit, value)``: ``find()`` once held or published, else ``produce()``.
 
+        The caller has just found nothing: ``find`` is asked again only after
+        waiting (for another thread, or while another process holds the key)
+        and once the lock is held.
+
         ``lock(key, deadline)`` is the backend's lock, yielding ``None`` when
         the backend cannot lock at all (then this process computes without
         waiting); ``lock`` is ``None`` when other processes need not be
@@ -79,11 +84,11 @@ class Flights:
         waiting).
         """
         with self._thread_lock(key, deadline) as got:
-            if got:
+            if got:  # another thread of this process held the key, and may have published it
                 value = find()
                 if value is not missing:
                     return True, value
-            if not got or lock is None:
+            if got is False or lock is None:
                 return False, produce()
             poll = _FIRST_POLL
             while True:
@@ -100,6 +105,18 @@ class Flights:
                 if time.monotonic() >= deadline:
                     return False, produce()
                 poll = min(poll * 2, MAX_POLL)
+
+
+_live: weakref.WeakSet[Flights] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for flights in list(_live):
+        flights.reset()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _left(deadline: float) -> float:

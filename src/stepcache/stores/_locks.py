@@ -7,8 +7,12 @@ exclusion: a waiter gives up at its deadline and computes itself, and a lease
 whose owner died or stopped heartbeating is taken over.
 
 ``flock`` backend
-    ``<dir>/<key>.lock``, locked with ``fcntl.flock``; the kernel releases
-    it when the holder dies. The holder unlinks the file *before* unlocking
+    kernel locks, which the kernel releases when the holder dies. On Linux a
+    byte of one file, ``<dir>/keys.ranges``, per key, locked with an open
+    file description lock (:mod:`~stepcache.stores._ranges`: one system
+    call to lock, one to release). Elsewhere, or where the kernel refuses
+    those, ``<dir>/<key>.lock``, locked with ``fcntl.flock``. Its holder
+    unlinks the file *before* unlocking
     it, and a process that acquires a lock checks that the file it locked
     is still the one at the path (else it retries), so removing lock files
     never lets two holders in and the directory stays empty when idle.
@@ -52,9 +56,12 @@ from typing import Final
 
 from stepcache.stores._lease import Held, Leases, LeaseTiming, Watch, waiting
 from stepcache.stores._lockmode import MODES, resolve_mode
+from stepcache.stores._ranges import FILE_NAME as RANGES_FILE
+from stepcache.stores._ranges import SUPPORTED as RANGES_SUPPORTED
+from stepcache.stores._ranges import RangeLocks, Unusable
 from stepcache.stores.directory.beneath import is_group_dir, open_leaf
 
-__all__ = ["BACKENDS", "KeyLocks", "LeaseTiming"]
+__all__ = ["BACKENDS", "RANGES_FILE", "KeyLocks", "LeaseTiming"]
 
 log = logging.getLogger("stepcache")
 BACKENDS: Final = MODES
@@ -162,6 +169,20 @@ class KeyLocks:
         self._warn = warn or (lambda topic, message, *args: log.warning(message, *args))
         self._watch = Watch()  # what waiters of this instance saw of each lease, and since when
         self._failed: dict[str, int] = {}
+        # Byte-range locks in one kept file while they work; None: a file per key.
+        self._ranges = RangeLocks(self._open_ranges) if RANGES_SUPPORTED else None
+
+    def _open_ranges(self) -> int:
+        where = _Dir(self.path, create=True)
+        try:
+            return where.create(RANGES_FILE, _OPEN_LOCK)
+        finally:
+            where.close()
+
+    def close(self) -> None:
+        """Close the kept lock file, if any (a later lock opens it again)."""
+        if self._ranges is not None:
+            self._ranges.close()
 
     def mode(self) -> tuple[str, str]:
         """(``"flock"`` or ``"lease"``, why): decided at the first call, from the filesystem."""
@@ -175,6 +196,12 @@ class KeyLocks:
     def backend(self) -> str:
         """The lock in use: ``"flock"`` or ``"lease"``."""
         return self.mode()[0]
+
+    def file_of(self, name: str) -> str:
+        """The name of the file in the lock directory that the lock on ``name`` lives in."""
+        if self.backend == "lease":
+            return f"{name}.lease"
+        return f"{name}.lock" if self._ranges is None else RANGES_FILE
 
     @contextlib.contextmanager
     def hold(self, name: str, deadline: float) -> Iterator[bool]:
@@ -193,6 +220,24 @@ class KeyLocks:
                 release()
 
     def _acquire(self, name: str, deadline: float) -> Callable[[], None] | None:
+        ranges = self._ranges
+        if ranges is not None and self.backend == "flock":
+            try:
+                return _range_lock(ranges, name, deadline)
+            except Unusable as exc:
+                self._ranges = None
+                self._warn(
+                    "ranges",
+                    "stepcache: byte-range locks refused in %s (%s); using a lock file per key",
+                    self.path,
+                    exc,
+                )
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM):
+                    raise  # the lock directory itself is unusable: the caller decides
+                # A keys.ranges file this process may not open (another user's, in a
+                # group directory it never widened): lock files of its own instead.
+                self._ranges = None
         where = _Dir(self.path, create=True)
         try:
             release = self._acquire_in(where, name, deadline)
@@ -290,6 +335,16 @@ class KeyLocks:
 
 
 # -- flock ---------------------------------------------------------------------
+def _range_lock(ranges: RangeLocks, name: str, deadline: float) -> Callable[[], None] | None:
+    backoff = _Backoff(deadline)
+    while True:
+        offset = ranges.try_lock(name)
+        if offset is not None:
+            return lambda: ranges.unlock(offset)
+        if not backoff.wait():
+            return None
+
+
 def _flock(where: _Dir, name: str, deadline: float) -> int | None:
     backoff = _Backoff(deadline)
     fd = where.create(name, _OPEN_LOCK)

@@ -9,6 +9,7 @@ helpers cheaply.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from stepcache.testing.faults import DAMAGES, Unloadable, damage, failing_writes
@@ -26,8 +27,20 @@ __all__ = [
     "failing_writes",
     "is_whole",
     "key",
+    "lock_files",
     "tree",
 ]
+
+
+def lock_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The names of the per-key lock, lease and claim files in lock directory ``directory``.
+
+    The one file byte-range locks live in (``keys.ranges``) is kept for
+    good and is not among them: an idle store's lock directory has none.
+    """
+    from stepcache.stores._ranges import FILE_NAME
+
+    return sorted(n for n in os.listdir(directory) if n != FILE_NAME)
 
 
 def __getattr__(name: str) -> object:

@@ -257,8 +257,9 @@ class DirectoryBackend(Backend):
                 yield EntryStat(it.key, it.size, it.mtime)
 
     def close(self) -> None:
-        """Close the kept directory descriptors."""
+        """Close the kept directory descriptors and lock file."""
         self._fds.close()
+        self.locks.close()
 
     def lock(self, key: str, deadline: float) -> contextlib.AbstractContextManager[bool]:
         return self.locks.hold(key, deadline)

@@ -117,20 +117,35 @@ def open_pair(a: str, b: str, *, durable: bool = False) -> tuple[int, int]:
         os.close(base)
 
 
-def descend(base: int, anchor: str, rel: str, *, create: bool, durable: bool = False) -> int:
-    """A new fd of directory ``rel`` below open directory ``base`` (``anchor``): see open_dir."""
-    return _descend(base, anchor, rel, create, durable)
+def descend(
+    base: int,
+    anchor: str,
+    rel: str,
+    *,
+    create: bool,
+    durable: bool = False,
+    group: bool | None = None,
+) -> int:
+    """A new fd of directory ``rel`` below open directory ``base`` (``anchor``): see open_dir.
+
+    ``group``: whether ``base`` is a group directory, if the caller knows
+    (else it is looked up when a directory has to be made).
+    """
+    return _descend(base, anchor, rel, create, durable, group)
 
 
-def _descend(base: int, anchor: str, rel: str, create: bool, durable: bool) -> int:
+def _descend(
+    base: int, anchor: str, rel: str, create: bool, durable: bool, group: bool | None = None
+) -> int:
     """A new fd of directory ``rel`` below the open directory ``base`` (which is ``anchor``)."""
     if rel in ("", os.curdir):
         return os.dup(base)
     names = rel.split(os.sep)
-    fd, done = base, 0
+    fd, done, made = base, 0, False
     try:
         for name in names:
-            child = _open_child(fd, name, create, durable)
+            # Below a directory just made, nothing exists yet: make without looking.
+            child, made, group = _open_child(fd, name, create, durable, made, group)
             if fd != base:
                 os.close(fd)
             fd, done = child, done + 1
@@ -152,21 +167,33 @@ def _descend(base: int, anchor: str, rel: str, create: bool, durable: bool) -> i
     return fd
 
 
-def _open_child(parent: int, name: str, create: bool, durable: bool) -> int:
-    """A new fd of directory ``name`` in ``parent``, made (0700 or 2770) if missing."""
+def _open_child(
+    parent: int, name: str, create: bool, durable: bool, new_parent: bool, group: bool | None
+) -> tuple[int, bool, bool | None]:
+    """(new fd, made, group bit) of directory ``name`` in ``parent``, made if missing.
+
+    Made 0700, or 2770 in a group directory.
+
+    ``new_parent``: ``parent`` was just made, so ``name`` is not there yet;
+    ``group``: ``parent``'s group bit if known. The group bit returned is
+    the child's, if known.
+    """
     flags = DIR_FLAGS | os.O_NOFOLLOW
-    try:
-        return os.open(name, flags, dir_fd=parent)
-    except FileNotFoundError:
-        if not create:
-            raise
+    if not new_parent:
+        try:
+            return os.open(name, flags, dir_fd=parent), False, None
+        except FileNotFoundError:
+            if not create:
+                raise
     try:
         os.mkdir(name, 0o700, dir_fd=parent)
     except FileExistsError:  # another process made it meanwhile
-        return os.open(name, flags, dir_fd=parent)
+        return os.open(name, flags, dir_fd=parent), False, None
     child = os.open(name, flags, dir_fd=parent)
     try:
-        if is_group_dir(os.fstat(parent).st_mode):
+        if group is None:
+            group = is_group_dir(os.fstat(parent).st_mode)
+        if group:
             os.fchmod(child, 0o2770)  # the umask must not take the group's access away
         if durable:
             with contextlib.suppress(OSError):
@@ -174,7 +201,7 @@ def _open_child(parent: int, name: str, create: bool, durable: bool) -> int:
     except BaseException:
         os.close(child)
         raise
-    return child
+    return child, True, group
 
 
 def common_dir(a: str, b: str) -> tuple[str, str, str]:
