@@ -51,12 +51,16 @@ _version_memo: dict[tuple[str, int, int], str] = {}
 
 def memo_directory() -> Path:
     """Where identity memo files live: ``$STEPCACHE_MEMO_DIR`` or ``<default dir>/memo``."""
+    return Path(_memo_dir())
+
+
+def _memo_dir() -> str:
     env = os.environ.get("STEPCACHE_MEMO_DIR")
     if env:
-        return Path(env)
+        return env
     from stepcache.stores.registry import default_directory
 
-    return default_directory() / "memo"
+    return str(default_directory() / "memo")
 
 
 def _load_memo(name: str) -> dict[str, Any]:
@@ -102,11 +106,12 @@ def _site_dirs() -> tuple[str, ...]:
     return tuple(sorted(paths))
 
 
-def _record_lines(name: str, origin: Path) -> list[str] | None:
-    """RECORD lines of the wheel that installed ``name``, or None (not from a wheel)."""
-    site = next((s for s in _site_dirs() if str(origin).startswith(s + os.sep)), None)
+def _record_lines(name: str, found: str) -> list[str] | None:
+    """RECORD lines of the wheel that installed ``name``, found at ``found``, or None (no wheel)."""
+    site = next((s for s in _site_dirs() if found.startswith(s + os.sep)), None)
     if site is None:
         return None
+    origin = Path(found)
     rel = origin.relative_to(site)
     parts = name.split(".")
     prefix = "/".join(rel.parts[: len(parts)])
@@ -190,16 +195,14 @@ def code_identity(name: str) -> CodeIdentity:
         spec = importlib.util.spec_from_file_location(name, _scripts[name])
     if spec is None or not (spec.origin or spec.submodule_search_locations):
         return CodeIdentity(name, "missing", "missing")
-    if spec.submodule_search_locations:
-        roots = [Path(p) for p in spec.submodule_search_locations]
-    else:
-        roots = [Path(str(spec.origin))]
-    record = _record_lines(name, Path(str(spec.origin or roots[0])))
+    # Strings, not Paths: this runs in every fresh process that declares code.
+    roots = list(map(os.path.normpath, spec.submodule_search_locations or [str(spec.origin)]))
+    record = _record_lines(name, os.path.normpath(spec.origin or roots[0]))
     if record is not None:
         digest = xxhash.xxh3_128_hexdigest("\n".join(record).encode())
         return CodeIdentity(name, digest, "record")
-    memo_dir = str(memo_directory())
-    parts = [tree_digests(root, memo_dir) for root in map(str, roots)]
+    memo_dir = _memo_dir()
+    parts = [tree_digests(root, memo_dir) for root in roots]
     files = [item for listing, _ in parts for item in listing]
     # One root (the usual case): its memo already holds the digest of its listing.
     digest = (
