@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import stepcache as sc
+import stepcache._srctree as srctree
 from stepcache.identity import code_identity
 
 # Runs in a fresh process: two CachedSteps over one directory store, one that
@@ -123,9 +124,9 @@ def test_memo_is_written_once_and_reused(tmp_path: Path, env: dict[str, str]) ->
     )
     runs = [_python(probe, env, str(src)) for _ in range(2)]
     assert runs[0] == runs[1]
-    memo_files = list((tmp_path / "memo").glob("code-*.json"))
+    memo_files = list((tmp_path / "memo").glob("code-*.memo"))
     assert len(memo_files) == 1
-    assert "opt.py" in memo_files[0].read_text()
+    assert b"opt.py" in memo_files[0].read_bytes()
 
 
 def test_a_missing_module_has_a_stable_missing_identity() -> None:
@@ -220,3 +221,20 @@ def test_cached_step_accepts_a_single_module_name() -> None:
     cached = sc.CachedStep(sc.step(abs), sc.MemoryStore(), code="json")  # type: ignore[arg-type]
     assert cached.code == ("json",)
     assert cached.code_identities[0].source in ("files", "record")
+
+
+def test_a_second_call_in_the_same_process_sees_an_edit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = _write_pkg(tmp_path, "def optimise(x):\n    return x + 1\n")
+    monkeypatch.setattr(srctree, "RACY_NS", 0)
+    root = str(mod.parent)
+    files, digest = srctree.tree_digests(root, None)
+    assert srctree.tree_digests(root, None)[1] == digest
+    stamp = mod.stat().st_mtime_ns
+    time.sleep(0.05)  # past the clock tick of the first write: the new ctime differs
+    mod.write_text("def optimise(x):\n    return x + 2\n")  # same size
+    os.utime(mod, ns=(stamp, stamp))
+    edited, edited_digest = srctree.tree_digests(root, None)
+    assert edited_digest != digest
+    assert dict(edited)["passes_pkg/opt.py"] != dict(files)["passes_pkg/opt.py"]
