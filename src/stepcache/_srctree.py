@@ -2,8 +2,9 @@
 
 A memo file per tree records, like git's index, each file's ``(size,
 mtime_ns, ctime_ns, inode)`` and each directory's ``(mtime_ns, ctime_ns)``,
-packed in walk order, with the tree's listing (each file's path and digest)
-and the digest of that listing. A fresh process then:
+packed in walk order, with the tree's listing (each file's path and digest,
+kept encoded until someone asks for it: keys need only its digest) and the
+digest of that listing. A fresh process then:
 
 * stats every recorded directory: adding, removing or renaming an entry
   changes its directory's mtime and ctime (which no tool can set back), so
@@ -30,7 +31,8 @@ their files' names: strings, bytes, booleans and tuples), the packed stamps
 and the listing in ``marshal``. A file of another format, truncated or
 damaged fails the magic or the checksum and is ignored (the tree is walked
 and the memo rewritten), so ``marshal`` only ever reads bytes this module
-wrote.
+wrote. Loading it decodes only the head; the listing is decoded from the
+bytes read when it is first asked for.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ import marshal
 import os
 import struct
 import time
+from collections.abc import Callable
+from functools import partial
 
 import xxhash
 
@@ -65,12 +69,13 @@ Memo = tuple[str, str, Dirs, bytes, memoryview]
 _memos: dict[str, Memo] = {}
 
 
-def tree_digests(root: str, memo_dir: str | None) -> tuple[Listing, str]:
+def tree_digests(root: str, memo_dir: str | None) -> tuple[Callable[[], Listing], str]:
     """``(path, digest)`` of each ``.py`` file of ``root`` (a directory or a file), and a digest.
 
-    Paths are relative to the parent of ``root`` with ``/`` separators,
-    sorted; the digest is XXH3-128 of their JSON. ``memo_dir`` holds the memo
-    file across processes (``None``: in-process only).
+    The listing comes as a function that decodes it. Paths are relative to
+    the parent of ``root`` with ``/`` separators, sorted; the digest is
+    XXH3-128 of their JSON. ``memo_dir`` holds the memo file across
+    processes (``None``: in-process only).
     """
     name = f"code-{xxhash.xxh3_64_hexdigest(root.encode())}.memo"
     memo = _memos.get(root)
@@ -79,12 +84,12 @@ def tree_digests(root: str, memo_dir: str | None) -> tuple[Listing, str]:
     base = root[: len(os.path.dirname(root)) + 1]
     if memo is not None and _unchanged(base, memo):
         _memos[root] = memo
-        return marshal.loads(memo[4]), memo[1]
+        return partial(marshal.loads, memo[4]), memo[1]
     fresh = _rebuild(root, base, memo)
     _memos[root] = fresh
     if memo_dir is not None and fresh != memo:
         _save(memo_dir, name, fresh)
-    return marshal.loads(fresh[4]), fresh[1]
+    return partial(marshal.loads, fresh[4]), fresh[1]
 
 
 def _load(memo_dir: str | None, name: str, root: str) -> Memo | None:
@@ -114,7 +119,7 @@ def _encode(memo: Memo) -> bytes:
 def _decode(data: bytes, root: str) -> Memo | None:
     """The memo in ``data``, or None if it is not a memo of ``root`` in this format.
 
-    The listing stays a view of ``data`` until it is decoded.
+    The listing stays a view of ``data``, decoded only when asked for.
     """
     start = len(_MAGIC) + 8
     view = memoryview(data)

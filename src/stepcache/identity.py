@@ -27,7 +27,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -82,17 +82,48 @@ def _save_memo(name: str, data: Mapping[str, Any]) -> None:
         pass  # a memo that cannot be written only costs time in the next process
 
 
+Files = tuple[tuple[str, str], ...]
+
+
+class _LazyFiles:
+    """The ``files`` field of :class:`CodeIdentity`: given as a tuple or a function giving it.
+
+    The function is called on first read: a key needs only the digest, and
+    decoding a thousand paths and digests from the memo costs about a tenth
+    of checking that none of the files changed.
+    """
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> Files:
+        if obj is None:
+            return ()  # the field's default
+        files: Files | Callable[[], Files] = obj.__dict__["_files"]
+        if callable(files):
+            files = obj.__dict__["_files"] = files()
+        return files
+
+    def __set__(self, obj: object, value: Files | Callable[[], Files]) -> None:
+        obj.__dict__["_files"] = value
+
+
 @dataclasses.dataclass(frozen=True)
 class CodeIdentity:
-    """Digest of one declared module or package, and of each of its files."""
+    """Digest of one declared module or package, and of each of its files.
+
+    ``files`` (``(path, digest)`` pairs) may be given as a function returning
+    them, called when ``files`` is first read.
+    """
 
     name: str
     digest: str
     source: str  # "record", "files" or "missing"
-    files: tuple[tuple[str, str], ...] = ()
+    files: _LazyFiles = _LazyFiles()
 
     def __stepcache_fingerprint__(self) -> tuple[str, str]:
         return (self.name, self.digest)
+
+    def __reduce__(self) -> tuple[type[CodeIdentity], tuple[str, str, str, Files]]:
+        # With the files decoded: the function decoding them reads a view of the memo.
+        return (CodeIdentity, (self.name, self.digest, self.source, self.files))
 
 
 def _site_dirs() -> tuple[str, ...]:
@@ -203,12 +234,12 @@ def code_identity(name: str) -> CodeIdentity:
         return CodeIdentity(name, digest, "record")
     memo_dir = _memo_dir()
     parts = [tree_digests(root, memo_dir) for root in roots]
-    files = [item for listing, _ in parts for item in listing]
-    # One root (the usual case): its memo already holds the digest of its listing.
-    digest = (
-        parts[0][1] if len(parts) == 1 else xxhash.xxh3_128_hexdigest(json.dumps(files).encode())
-    )
-    return CodeIdentity(name, digest, "files", tuple(files))
+    if len(parts) == 1:  # the usual case: the memo holds the digest of its listing
+        listing, digest = parts[0]
+        return CodeIdentity(name, digest, "files", listing)
+    files = tuple(item for listing, _ in parts for item in listing())
+    digest = xxhash.xxh3_128_hexdigest(json.dumps(files).encode())
+    return CodeIdentity(name, digest, "files", files)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,7 @@ import pytest
 
 import stepcache as sc
 import stepcache._srctree as srctree
-from stepcache.identity import code_identity
+from stepcache.identity import CodeIdentity, code_identity
 
 # Runs in a fresh process: two CachedSteps over one directory store, one that
 # declares the package `passes_pkg` as its code and one that does not.
@@ -223,6 +224,36 @@ def test_cached_step_accepts_a_single_module_name() -> None:
     assert cached.code_identities[0].source in ("files", "record")
 
 
+def test_files_are_decoded_when_first_read() -> None:
+    listing = (("pkg/a.py", "0" * 32), ("pkg/b.py", "1" * 32))
+    calls = []
+
+    def decode() -> tuple[tuple[str, str], ...]:
+        calls.append(1)
+        return listing
+
+    lazy = CodeIdentity("pkg", "d" * 32, "files", decode)
+    assert calls == []
+    assert lazy.files == listing
+    assert lazy.files == listing
+    assert calls == [1]
+    eager = CodeIdentity("pkg", "d" * 32, "files", listing)
+    assert (lazy, hash(lazy), repr(lazy)) == (eager, hash(eager), repr(eager))
+    assert CodeIdentity("pkg", "missing", "missing").files == ()
+
+
+def test_an_identity_served_from_the_memo_pickles_with_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_pkg(tmp_path, "def optimise(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(srctree, "RACY_NS", 0)  # trust the stamps just written
+    first = code_identity("passes_pkg")
+    again = code_identity("passes_pkg")  # checked against the in-process memo
+    assert again == pickle.loads(pickle.dumps(again)) == first
+    assert [path for path, _ in again.files] == ["passes_pkg/__init__.py", "passes_pkg/opt.py"]
+
+
 def test_a_second_call_in_the_same_process_sees_an_edit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -237,4 +268,4 @@ def test_a_second_call_in_the_same_process_sees_an_edit(
     os.utime(mod, ns=(stamp, stamp))
     edited, edited_digest = srctree.tree_digests(root, None)
     assert edited_digest != digest
-    assert dict(edited)["passes_pkg/opt.py"] != dict(files)["passes_pkg/opt.py"]
+    assert dict(edited())["passes_pkg/opt.py"] != dict(files())["passes_pkg/opt.py"]
