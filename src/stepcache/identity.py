@@ -13,8 +13,9 @@ Sources are identified cheaply:
 * an editable install or a plain source tree by hashing its ``.py`` files,
   memoised in-process and, across processes, in a memo file per tree that
   records each file's size, mtime, ctime and inode and each directory's
-  mtime, like git's index: when none changed, the recorded digest is used
-  without listing a directory or reading a file (:mod:`stepcache._srctree`).
+  mtime and ctime, like git's index: when none changed, the recorded digest
+  is used without listing a directory or reading a file
+  (:mod:`stepcache._srctree`).
   Stamps younger than two seconds are never trusted: a second edit could
   still share them.
 """
