@@ -13,8 +13,9 @@ Sources are identified cheaply:
 * an editable install or a plain source tree by hashing its ``.py`` files,
   memoised in-process and, across processes, in a memo file per tree that
   records each file's size, mtime, ctime and inode and each directory's
-  mtime, like git's index: when none changed, the recorded digest is used
-  without listing a directory or reading a file (:mod:`stepcache._srctree`).
+  mtime and ctime, like git's index: when none changed, the recorded digest
+  is used without listing a directory or reading a file
+  (:mod:`stepcache._srctree`).
   Stamps younger than two seconds are never trusted: a second edit could
   still share them.
 """
@@ -27,7 +28,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,16 @@ _version_memo: dict[tuple[str, int, int], str] = {}
 
 def memo_directory() -> Path:
     """Where identity memo files live: ``$STEPCACHE_MEMO_DIR`` or ``<default dir>/memo``."""
+    return Path(_memo_dir())
+
+
+def _memo_dir() -> str:
     env = os.environ.get("STEPCACHE_MEMO_DIR")
     if env:
-        return Path(env)
+        return env
     from stepcache.stores.registry import default_directory
 
-    return default_directory() / "memo"
+    return str(default_directory() / "memo")
 
 
 def _load_memo(name: str) -> dict[str, Any]:
@@ -78,17 +83,48 @@ def _save_memo(name: str, data: Mapping[str, Any]) -> None:
         pass  # a memo that cannot be written only costs time in the next process
 
 
+Files = tuple[tuple[str, str], ...]
+
+
+class _LazyFiles:
+    """The ``files`` field of :class:`CodeIdentity`: given as a tuple or a function giving it.
+
+    The function is called on first read: a key needs only the digest, and
+    decoding a thousand paths and digests from the memo costs about a tenth
+    of checking that none of the files changed.
+    """
+
+    def __get__(self, obj: object | None, owner: type | None = None) -> Files:
+        if obj is None:
+            return ()  # the field's default
+        files: Files | Callable[[], Files] = obj.__dict__["_files"]
+        if callable(files):
+            files = obj.__dict__["_files"] = files()
+        return files
+
+    def __set__(self, obj: object, value: Files | Callable[[], Files]) -> None:
+        obj.__dict__["_files"] = value
+
+
 @dataclasses.dataclass(frozen=True)
 class CodeIdentity:
-    """Digest of one declared module or package, and of each of its files."""
+    """Digest of one declared module or package, and of each of its files.
+
+    ``files`` (``(path, digest)`` pairs) may be given as a function returning
+    them, called when ``files`` is first read.
+    """
 
     name: str
     digest: str
     source: str  # "record", "files" or "missing"
-    files: tuple[tuple[str, str], ...] = ()
+    files: _LazyFiles = _LazyFiles()
 
     def __stepcache_fingerprint__(self) -> tuple[str, str]:
         return (self.name, self.digest)
+
+    def __reduce__(self) -> tuple[type[CodeIdentity], tuple[str, str, str, Files]]:
+        # With the files decoded: the function decoding them reads a view of the memo.
+        return (CodeIdentity, (self.name, self.digest, self.source, self.files))
 
 
 def _site_dirs() -> tuple[str, ...]:
@@ -102,11 +138,12 @@ def _site_dirs() -> tuple[str, ...]:
     return tuple(sorted(paths))
 
 
-def _record_lines(name: str, origin: Path) -> list[str] | None:
-    """RECORD lines of the wheel that installed ``name``, or None (not from a wheel)."""
-    site = next((s for s in _site_dirs() if str(origin).startswith(s + os.sep)), None)
+def _record_lines(name: str, found: str) -> list[str] | None:
+    """RECORD lines of the wheel that installed ``name``, found at ``found``, or None (no wheel)."""
+    site = next((s for s in _site_dirs() if found.startswith(s + os.sep)), None)
     if site is None:
         return None
+    origin = Path(found)
     rel = origin.relative_to(site)
     parts = name.split(".")
     prefix = "/".join(rel.parts[: len(parts)])
@@ -190,22 +227,20 @@ def code_identity(name: str) -> CodeIdentity:
         spec = importlib.util.spec_from_file_location(name, _scripts[name])
     if spec is None or not (spec.origin or spec.submodule_search_locations):
         return CodeIdentity(name, "missing", "missing")
-    if spec.submodule_search_locations:
-        roots = [Path(p) for p in spec.submodule_search_locations]
-    else:
-        roots = [Path(str(spec.origin))]
-    record = _record_lines(name, Path(str(spec.origin or roots[0])))
+    # Strings, not Paths: this runs in every fresh process that declares code.
+    roots = list(map(os.path.normpath, spec.submodule_search_locations or [str(spec.origin)]))
+    record = _record_lines(name, os.path.normpath(spec.origin or roots[0]))
     if record is not None:
         digest = xxhash.xxh3_128_hexdigest("\n".join(record).encode())
         return CodeIdentity(name, digest, "record")
-    memo_dir = str(memo_directory())
-    parts = [tree_digests(root, memo_dir) for root in map(str, roots)]
-    files = [item for listing, _ in parts for item in listing]
-    # One root (the usual case): its memo already holds the digest of its listing.
-    digest = (
-        parts[0][1] if len(parts) == 1 else xxhash.xxh3_128_hexdigest(json.dumps(files).encode())
-    )
-    return CodeIdentity(name, digest, "files", tuple(files))
+    memo_dir = _memo_dir()
+    parts = [tree_digests(root, memo_dir) for root in roots]
+    if len(parts) == 1:  # the usual case: the memo holds the digest of its listing
+        listing, digest = parts[0]
+        return CodeIdentity(name, digest, "files", listing)
+    files = tuple(item for listing, _ in parts for item in listing())
+    digest = xxhash.xxh3_128_hexdigest(json.dumps(files).encode())
+    return CodeIdentity(name, digest, "files", files)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,8 @@ from typing import Any
 import pytest
 
 import stepcache as sc
-from stepcache.identity import code_identity
+import stepcache._srctree as srctree
+from stepcache.identity import CodeIdentity, code_identity
 
 # Runs in a fresh process: two CachedSteps over one directory store, one that
 # declares the package `passes_pkg` as its code and one that does not.
@@ -123,9 +125,9 @@ def test_memo_is_written_once_and_reused(tmp_path: Path, env: dict[str, str]) ->
     )
     runs = [_python(probe, env, str(src)) for _ in range(2)]
     assert runs[0] == runs[1]
-    memo_files = list((tmp_path / "memo").glob("code-*.json"))
+    memo_files = list((tmp_path / "memo").glob("code-*.memo"))
     assert len(memo_files) == 1
-    assert "opt.py" in memo_files[0].read_text()
+    assert b"opt.py" in memo_files[0].read_bytes()
 
 
 def test_a_missing_module_has_a_stable_missing_identity() -> None:
@@ -220,3 +222,50 @@ def test_cached_step_accepts_a_single_module_name() -> None:
     cached = sc.CachedStep(sc.step(abs), sc.MemoryStore(), code="json")  # type: ignore[arg-type]
     assert cached.code == ("json",)
     assert cached.code_identities[0].source in ("files", "record")
+
+
+def test_files_are_decoded_when_first_read() -> None:
+    listing = (("pkg/a.py", "0" * 32), ("pkg/b.py", "1" * 32))
+    calls = []
+
+    def decode() -> tuple[tuple[str, str], ...]:
+        calls.append(1)
+        return listing
+
+    lazy = CodeIdentity("pkg", "d" * 32, "files", decode)
+    assert calls == []
+    assert lazy.files == listing
+    assert lazy.files == listing
+    assert calls == [1]
+    eager = CodeIdentity("pkg", "d" * 32, "files", listing)
+    assert (lazy, hash(lazy), repr(lazy)) == (eager, hash(eager), repr(eager))
+    assert CodeIdentity("pkg", "missing", "missing").files == ()
+
+
+def test_an_identity_served_from_the_memo_pickles_with_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_pkg(tmp_path, "def optimise(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(srctree, "RACY_NS", 0)  # trust the stamps just written
+    first = code_identity("passes_pkg")
+    again = code_identity("passes_pkg")  # checked against the in-process memo
+    assert again == pickle.loads(pickle.dumps(again)) == first
+    assert [path for path, _ in again.files] == ["passes_pkg/__init__.py", "passes_pkg/opt.py"]
+
+
+def test_a_second_call_in_the_same_process_sees_an_edit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mod = _write_pkg(tmp_path, "def optimise(x):\n    return x + 1\n")
+    monkeypatch.setattr(srctree, "RACY_NS", 0)
+    root = str(mod.parent)
+    files, digest = srctree.tree_digests(root, None)
+    assert srctree.tree_digests(root, None)[1] == digest
+    stamp = mod.stat().st_mtime_ns
+    time.sleep(0.05)  # past the clock tick of the first write: the new ctime differs
+    mod.write_text("def optimise(x):\n    return x + 2\n")  # same size
+    os.utime(mod, ns=(stamp, stamp))
+    edited, edited_digest = srctree.tree_digests(root, None)
+    assert edited_digest != digest
+    assert dict(edited())["passes_pkg/opt.py"] != dict(files())["passes_pkg/opt.py"]

@@ -3,8 +3,10 @@
 The memo serves an unchanged tree without listing a directory or reading a
 file; these tests check that every kind of change still reaches the digest:
 edits in place (same size, mtime set back), edits in the racy window,
-renames, a file renamed over another, deletions, added files and
-directories, and that a revert gives the old digest back.
+renames, a file renamed over another or replaced by a copy with its size and
+mtime, deletions, added files and directories, dates a 64-bit nanosecond
+count cannot hold, and that a revert gives the old digest back; and that a
+damaged, truncated or foreign memo file is ignored and rewritten.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from typing import Any
 
 import pytest
 
-# Prints the identity of `tree_pkg`, and how often the tree was walked again
-# (0: served from the memo). argv: source root, racy window in ns.
+# Prints the identity of a package, and how often the tree was walked again
+# (0: served from the memo). argv: source root, racy window in ns, package.
 CHILD = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
@@ -33,7 +35,7 @@ def counting(*args):
     return rebuild(*args)
 srctree._rebuild = counting
 from stepcache.identity import code_identity
-ident = code_identity("tree_pkg")
+ident = code_identity(sys.argv[3])
 print(json.dumps({"digest": ident.digest, "files": dict(ident.files), "walks": len(walks)}))
 """
 
@@ -58,10 +60,10 @@ def tree(tmp_path: Path) -> Path:
 
 
 def identity(tree: Path, racy_ns: int = 0) -> dict[str, Any]:
-    """Identity of the tree in a fresh process; racy_ns=0 trusts every stamp recorded."""
+    """Identity of the package at ``tree`` in a fresh process; racy_ns=0 trusts every stamp."""
     env = {**os.environ, "STEPCACHE_MEMO_DIR": str(tree.parent.parent / "memo")}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tree.parent), str(racy_ns)],
+        [sys.executable, "-c", CHILD, str(tree.parent), str(racy_ns), tree.name],
         capture_output=True,
         text=True,
         env=env,
@@ -170,3 +172,71 @@ def test_a_file_added_behind_a_restored_directory_mtime_is_seen(tree: Path) -> N
     added = identity(tree)
     assert "tree_pkg/f.py" in added["files"]
     assert added["digest"] != first["digest"]
+
+
+def test_a_file_replaced_by_a_copy_with_its_size_and_mtime_is_seen(tree: Path) -> None:
+    first = identity(tree)
+    target = tree / "a.py"
+    stamp = target.stat().st_mtime_ns
+    copy = tree.parent / "a.py.new"
+    copy.write_text("A = 9\n")  # same size, other contents
+    os.utime(copy, ns=(stamp, stamp))
+    os.replace(copy, target)
+    _age(tree)  # the directory's mtime set back: its ctime and the file's inode tell
+    replaced = identity(tree)
+    assert replaced["files"]["tree_pkg/a.py"] != first["files"]["tree_pkg/a.py"]
+    assert replaced["digest"] != first["digest"]
+
+
+def test_dates_past_what_64_bit_nanoseconds_hold_are_checked_every_time(tree: Path) -> None:
+    target = tree / "b.py"
+    far = 10_500_000_000 * 10**9  # the year 2302; 2**63 ns runs out in 2262
+    os.utime(target, ns=(far, far))
+    if target.stat().st_mtime_ns != far:
+        pytest.skip("the filesystem cannot store that date")
+    first = identity(tree)
+    assert identity(tree) == {**first, "walks": 1}  # such stamps are never trusted
+    target.write_text("B = 3\n")
+    os.utime(target, ns=(far, far))
+    edited = identity(tree)
+    assert edited["files"]["tree_pkg/b.py"] != first["files"]["tree_pkg/b.py"]
+
+
+def _memo_file(tree: Path) -> Path:
+    (memo,) = (tree.parent.parent / "memo").glob("code-*.memo")
+    return memo
+
+
+def _foreign_memo(tree: Path) -> bytes:
+    """The memo of a package beside ``tree``: all its stamps still hold."""
+    other = tree.parent / "other_pkg"
+    other.mkdir()
+    (other / "__init__.py").write_text("OTHER = 1\n")
+    _age(other / "__init__.py", other, tree.parent)
+    before = set((tree.parent.parent / "memo").glob("code-*.memo"))
+    identity(other)
+    (memo,) = set((tree.parent.parent / "memo").glob("code-*.memo")) - before
+    return memo.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "damage", ["garbage", "empty", "truncated", "one bit", "last byte", "json", "other root"]
+)
+def test_a_damaged_or_foreign_memo_is_ignored_and_rewritten(tree: Path, damage: str) -> None:
+    first = identity(tree)
+    memo = _memo_file(tree)
+    data = memo.read_bytes()
+    middle = len(data) // 2
+    replacement = {
+        "garbage": bytes(range(256)) * 8,
+        "empty": b"",
+        "truncated": data[:middle],
+        "one bit": data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :],
+        "last byte": data[:-1] + bytes([data[-1] ^ 0x80]),
+        "json": json.dumps({"format": 2, "root": str(tree), "dirs": [], "digest": ""}).encode(),
+        "other root": _foreign_memo(tree) if damage == "other root" else b"",
+    }[damage]
+    memo.write_bytes(replacement)
+    again = identity(tree)
+    assert again == {**first, "walks": 1}  # the tree was walked: same identity
+    assert identity(tree) == {**first, "walks": 0}  # from the rewritten memo
