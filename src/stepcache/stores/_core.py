@@ -27,6 +27,7 @@ __all__ = ["DEFAULT_LOCK_TIMEOUT", "MISSING", "STORE_OPTIONS", "StoreCore", "val
 
 log = logging.getLogger("stepcache")
 _T = TypeVar("_T")
+_is_key: Final = KEY_RE.fullmatch
 DEFAULT_LOCK_TIMEOUT: Final = 600.0
 STORE_OPTIONS: Final = ("read_only", "secret", "codec", "lock_timeout")
 
@@ -251,11 +252,17 @@ class StoreCore(MutableMapping[str, Any]):
         ``info`` (``step``, ``label``) attributes the lookup to a step, as
         :meth:`get_or_compute` does, for callers that compute and store themselves.
         """
-        value = self._read(validate_key(key))  # not _lookup: one call less on every hit
-        if type(value) is codec.TreePayload:
-            value = MISSING
-        self._count_lookup(key, value is not MISSING, info)
-        return default if value is MISSING else value
+        if type(key) is not str or _is_key(key) is None:
+            validate_key(key)  # raises InvalidKeyError
+        value = self._read(key)  # not _lookup: one call less on every hit
+        if value is MISSING or type(value) is codec.TreePayload:
+            self._count_lookup(key, False, info)
+            return default
+        if info is None:
+            self.counters.hit()
+        else:
+            self._count_lookup(key, True, info)
+        return value
 
     def peek(self, key: str, default: Any = None) -> Any:
         """The verified value under ``key``, or ``default``, without counting a hit or a miss."""
