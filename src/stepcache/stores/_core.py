@@ -213,14 +213,18 @@ class StoreCore(MutableMapping[str, Any]):
                 return MISSING
         if blob is None:
             return MISSING
+        return self._decode(key, blob)
+
+    def _decode(self, key: str, blob: bytes) -> Any:
+        """The verified value of ``blob``, read under ``key`` (a tree's payload too), or MISSING
+        if it does not verify (see :meth:`_unverified`)."""
         try:
-            value = codec.unpack_entry(
+            return codec.unpack_entry(
                 blob, key, secret=self._secret, allow_pickle=self.codec == "pickle"
             )
         except codec.CorruptEntry as exc:
             found = self._unverified(key, blob, str(exc))
             return MISSING if found is None else found[1]
-        return value
 
     def _unverified(self, key: str, blob: bytes, reason: str) -> tuple[bytes, Any] | None:
         """What a read that failed verification gives: here a counted miss (see discard)."""
