@@ -19,15 +19,21 @@ from typing import Any, Final, TypeVar
 from stepcache import codec
 from stepcache.errors import ReadOnlyStoreError, StoreUnavailableError
 from stepcache.stores._flight import Flights
-from stepcache.stores._keys import KEY_RE, MISSING, resolve_secret, validate_key
+from stepcache.stores._keys import KEY_RE, MISSING, is_key, resolve_secret, validate_key
 from stepcache.stores._stats import Counters, Stats
 from stepcache.stores.backend import Backend
 
-__all__ = ["DEFAULT_LOCK_TIMEOUT", "MISSING", "STORE_OPTIONS", "StoreCore", "validate_key"]
+__all__ = [
+    "DEFAULT_LOCK_TIMEOUT",
+    "MISSING",
+    "STORE_OPTIONS",
+    "StoreCore",
+    "is_key",
+    "validate_key",
+]
 
 log = logging.getLogger("stepcache")
 _T = TypeVar("_T")
-_is_key: Final = KEY_RE.fullmatch
 DEFAULT_LOCK_TIMEOUT: Final = 600.0
 STORE_OPTIONS: Final = ("read_only", "secret", "codec", "lock_timeout")
 
@@ -256,7 +262,7 @@ class StoreCore(MutableMapping[str, Any]):
         ``info`` (``step``, ``label``) attributes the lookup to a step, as
         :meth:`get_or_compute` does, for callers that compute and store themselves.
         """
-        if type(key) is not str or _is_key(key) is None:
+        if type(key) is not str or is_key(key) is None:
             validate_key(key)  # raises InvalidKeyError
         value = self._read(key)  # not _lookup: one call less on every hit
         if value is MISSING or type(value) is codec.TreePayload:

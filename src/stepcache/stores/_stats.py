@@ -196,6 +196,16 @@ class Counters:
                 per[("hits", "misses", "writes").index(name)] += n
             self._dirty = True
 
+    def step_hit(self, step: str) -> None:
+        """Count a hit of ``step`` (what every ``get_or_compute`` hit does)."""
+        with self._lock:
+            self._counts["hits"] += 1
+            per = self._steps.get(step)
+            if per is None:
+                per = self._steps[step] = [0, 0, 0]
+            per[0] += 1
+            self._dirty = True
+
     def miss(self, step: str, label: str, key: str) -> None:
         """Count a miss and remember it among the recent ones."""
         self.add("misses", step=step)
