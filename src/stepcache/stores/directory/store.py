@@ -160,18 +160,18 @@ class DirectoryStore(SharedFsStore):
             return MISSING
         except OSError:  # a symlink, no fanout directory, no permission: said there
             return super()._read(key)
-        blob = None
         try:
             st = os.fstat(fd)
-            if S_ISREG(st.st_mode):
-                blob = os.read(fd, st.st_size)
-                if self._touches and time.time() - st.st_mtime > TOUCH_AFTER:
-                    mark_used(fd)
+            # What is no regular file reads empty (a FIFO, a device: st_size is 0)
+            # or fails (a directory): the general path says so, at the end.
+            blob = os.read(fd, st.st_size)
+            if self._touches and time.time() - st.st_mtime > TOUCH_AFTER:
+                mark_used(fd)
         except OSError:
             blob = None
         finally:
             os.close(fd)
-        if blob is None:  # no regular file, or unreadable: the general path says why
+        if blob is None:  # an I/O error, a directory: the general path says which
             return super()._read(key)
         n = len(blob)
         if n >= PREFIX_SIZE:
@@ -192,7 +192,9 @@ class DirectoryStore(SharedFsStore):
                         return pickle.loads(view[start:])
                     except Exception:  # _decode unpickles it again, says why, drops it
                         pass
-        if n < st.st_size:  # a huge file comes in several reads, which the general path makes
+        if n < st.st_size or not S_ISREG(st.st_mode):
+            # A huge file comes in several reads, which the general path makes; it
+            # also tells what is no regular file from a damaged one.
             return super()._read(key)
         return self._decode(key, blob)
 
