@@ -23,7 +23,6 @@ from stepcache.stores._core import (
     MISSING,
     STORE_OPTIONS,
     StoreCore,
-    is_key,
     validate_key,
 )
 from stepcache.stores._results import VerifyResult
@@ -77,19 +76,17 @@ class Store(StoreCore):
         failing write never fails the call. ``info`` (``step``, ``label``,
         ...) is recorded with the entry and counts the outcome per step.
         """
-        if type(key) is not str or is_key(key) is None:
-            validate_key(key)  # raises InvalidKeyError
-        value = self._read(key)  # the hit path: no closure, no single flight (as _lookup)
-        if value is MISSING or type(value) is codec.TreePayload:
+        value = self._read(validate_key(key))  # as _lookup: a hit takes no closure, no flight
+        if value is not MISSING and type(value) is not codec.TreePayload:
+            self.counters.step_hit("" if info is None else str(info.get("step", "")))
+            return value  # type: ignore[no-any-return]
 
-            def produce() -> _T:
-                value = fn()
-                self._store_result(key, value, info)
-                return value
+        def produce() -> _T:
+            value = fn()
+            self._store_result(key, value, info)
+            return value
 
-            return self._after_miss(key, self._lookup, produce, timeout, info)  # type: ignore[no-any-return]
-        self.counters.step_hit("" if info is None else str(info.get("step", "")))
-        return value  # type: ignore[no-any-return]
+        return self._single_flight_get(key, self._lookup, produce, timeout, info, missed=True)  # type: ignore[no-any-return]
 
     def get_or_compute_dir(
         self,
@@ -144,39 +141,29 @@ class Store(StoreCore):
         produce: Callable[[], Any],
         timeout: float | None,
         info: Mapping[str, Any] | None,
+        missed: bool = False,
     ) -> Any:
-        """``find(key)``, else -- holding the key -- find again, else ``produce()``; counted."""
-        value = find(key)
-        if value is MISSING:
-            return self._after_miss(key, find, produce, timeout, info)
-        self.counters.step_hit("" if info is None else str(info.get("step", "")))
-        return value
-
-    def _after_miss(
-        self,
-        key: str,
-        find: Callable[[str], Any],
-        produce: Callable[[], Any],
-        timeout: float | None,
-        info: Mapping[str, Any] | None,
-    ) -> Any:
-        """``find(key)`` missed: holding the key, find again, else ``produce()``; counted."""
+        """``find(key)`` (unless the caller ``missed`` already), else -- holding the key --
+        find again, else ``produce()``; counted."""
         step = "" if info is None else str(info.get("step", ""))
-        wait = self.lock_timeout if timeout is None else timeout
-        # A read-only store publishes nothing, so no other process gains from waiting.
-        lock = None if self.read_only or not self.reachable else self._lock
-        deadline = time.monotonic() + wait
+        value = MISSING if missed else find(key)
+        if value is MISSING:
+            wait = self.lock_timeout if timeout is None else timeout
+            # A read-only store publishes nothing, so no other process gains from waiting.
+            lock = None if self.read_only or not self.reachable else self._lock
+            deadline = time.monotonic() + wait
 
-        def counted_produce() -> Any:
-            label = "" if info is None else str(info.get("label", ""))
-            self.counters.miss(step, label, key)
-            return produce()
+            def counted_produce() -> Any:
+                label = "" if info is None else str(info.get("label", ""))
+                self.counters.miss(step, label, key)
+                return produce()
 
-        hit, value = self._flights.run(
-            lock, key, lambda: find(key), counted_produce, deadline, MISSING
-        )
-        if hit:
-            self.counters.step_hit(step)
+            hit, value = self._flights.run(
+                lock, key, lambda: find(key), counted_produce, deadline, MISSING
+            )
+            if not hit:
+                return value
+        self.counters.step_hit(step)
         return value
 
     @contextlib.contextmanager

@@ -138,22 +138,22 @@ class DirectoryStore(SharedFsStore):
         self._touches = not backend.read_only
 
     # -- the hit path ---------------------------------------------------------------
-    def _read(self, key: str) -> Any:
+    def _read(self, key: str, blob: bytes | None = None) -> Any:
         """As :meth:`Store._read`, with a plain entry read, verified and decoded in this frame.
 
         A plain entry (unsigned, uncompressed, pickled: ``codec.PLAIN_HEADS``)
         is read as ``DirectoryBackend.load`` reads it and checked as
         ``codec.unpack_entry`` checks it -- creation time, length, key,
         checksum -- with no other call. Anything else read (a tree entry, a
-        damaged one) is verified by :meth:`_decode` as every store does; a file
-        that cannot be read, and a signed or ``codec="safe"`` store, take
-        the general path.
+        damaged one) goes to the general path to be verified as every store
+        does, without a second read; so do a file that cannot be read, and
+        signed or ``codec="safe"`` stores.
         """
         stats = self._stats_file
         if stats is not None and time.monotonic() >= stats.due:
             stats.flush()  # as DirectoryBackend.load does after each read
-        if not self._plain or self._down_until:
-            return super()._read(key)
+        if blob is not None or not self._plain or self._down_until:
+            return super()._read(key, blob)
         try:
             fd = os.open(f"{self._v1}/{key[:2]}/{key[2:4]}/{key}", READ_FLAGS)
         except FileNotFoundError:
@@ -190,13 +190,13 @@ class DirectoryStore(SharedFsStore):
                 if digest.intdigest() == checksum:
                     try:
                         return pickle.loads(view[start:])
-                    except Exception:  # _decode unpickles it again, says why, drops it
+                    except Exception:  # unpickled again below, to say why and drop it
                         pass
         if n < st.st_size or not S_ISREG(st.st_mode):
             # A huge file comes in several reads, which the general path makes; it
             # also tells what is no regular file from a damaged one.
             return super()._read(key)
-        return self._decode(key, blob)
+        return super()._read(key, blob)
 
     @property
     def degraded(self) -> bool:
