@@ -136,6 +136,24 @@ def test_entries_record_step_name_and_label() -> None:
     assert any(path.startswith("input.") for path in header.info["manifest"])
 
 
+def test_the_label_is_found_for_misses_and_writes_not_for_hits() -> None:
+    labelled: list[str] = []
+
+    def label(inp: str) -> str:
+        labelled.append(inp)
+        return inp.upper()
+
+    store = sc.MemoryStore()
+    cached = sc.CachedStep(sc.step(str.lower), store, label=label)
+    assert [cached("A"), cached("A"), cached("A")] == ["a", "a", "a"]
+    assert labelled == ["A"]  # the miss records it and the write reuses it
+    (header,) = store.headers()
+    assert header.label == "A"
+    stats = store.stats()
+    assert (stats.hits, stats.misses, stats.steps[cached.name].hits) == (2, 1, 2)
+    assert [m.label for m in stats.recent_misses] == ["A"]
+
+
 def test_explain_names_the_changed_setting_and_input_part() -> None:
     store = sc.MemoryStore()
     cached = sc.CachedStep(Translate(), store)

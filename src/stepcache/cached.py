@@ -56,20 +56,35 @@ def _add_parts(out: dict[str, str], prefix: str, value: Any, parts: Mapping[str,
 
 
 class _EntryInfo(Mapping[str, Any]):
-    """Entry info whose manifest is computed only when the entry is written."""
+    """Entry info whose label and manifest are computed only when asked for.
 
-    def __init__(self, cached: CachedStep, inp: Any, label: str) -> None:
+    A hit needs only the step's name (hits are counted per step); the label
+    is asked for by a miss (which records it), the whole info by a write.
+    """
+
+    def __init__(self, cached: CachedStep, inp: Any) -> None:
         self._cached, self._inp = cached, inp
-        self._eager = {"step": cached.name, "label": label}
+        self._label: str | None = None
         self._all: dict[str, Any] | None = None
 
     def _full(self) -> dict[str, Any]:
         if self._all is None:
-            self._all = {**self._eager, "manifest": self._cached.manifest_for(self._inp)}
+            manifest = self._cached.manifest_for(self._inp)
+            self._all = {"step": self._cached.name, "label": self["label"], "manifest": manifest}
         return self._all
 
     def __getitem__(self, name: str) -> Any:
-        return self._eager[name] if name in self._eager else self._full()[name]
+        if name == "step":
+            return self._cached.name
+        if name == "label":
+            if self._label is None:
+                self._label = self._cached.label_for(self._inp)
+            return self._label
+        return self._full()[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """``info[name]``, or ``default``; the step's name without Mapping.get's extra call."""
+        return self._cached.name if name == "step" else super().get(name, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._full())
@@ -125,9 +140,9 @@ class CachedStep(StepBase):
                 "use stepcache.open_store(...)"
             )
 
-    @property
+    @cached_property
     def name(self) -> str:
-        """The wrapped step's name, recorded in every entry it writes."""
+        """The wrapped step's name, recorded in every entry it writes (found once)."""
         return step_name(self.step)
 
     @cached_property
@@ -185,14 +200,15 @@ class CachedStep(StepBase):
         return out
 
     def __call__(self, inp: Any, /) -> Any:
-        key = self.key_for(inp)
-        info = _EntryInfo(self, inp, self.label_for(inp))
         return self.store.get_or_compute(
-            key, lambda: self.step(inp), timeout=self.timeout, info=info
+            self.key_for(inp),
+            lambda: self.step(inp),
+            timeout=self.timeout,
+            info=_EntryInfo(self, inp),
         )
 
     def _info(self, inp: Any) -> Mapping[str, Any]:
-        return _EntryInfo(self, inp, self.label_for(inp))
+        return _EntryInfo(self, inp)
 
     def explain(self, inp: Any) -> MissReport:
         """Say whether ``inp`` hits and, if not, which parts differ from the nearest entry.

@@ -35,6 +35,7 @@ before.
 
 from __future__ import annotations
 
+import pickle
 import struct
 import time
 from collections.abc import Mapping
@@ -69,21 +70,27 @@ _KNOWN_FLAGS: Final = _FLAG_SIGNED | _FLAG_ZSTD
 #: compressed payloads may expand to at most this (a bomb is damage, not a value)
 MAX_DECOMPRESSED: Final = 2**32
 COMPRESSIONS: Final = ("zstd",)
-_CHECKSUM_AT: Final = PREFIX_SIZE - 8
+#: where the checksum sits in the prefix (it covers every other byte of the entry)
+CHECKSUM_AT: Final = PREFIX_SIZE - 8
+#: what unpack_entry takes a blob shorter than the prefix for: bad magic
+_SHORT: Final = (b"", 0, 0, 0, 0, 0, 0, 0.0, 0)
 #: creation times past this (the year 5138) are damage, and would break date formatting
-_MAX_CREATED: Final = 1e11
+MAX_CREATED: Final = 1e11
 
 PICKLE, RAW, SAFE, TREE = 0, 1, 2, 3
+
+#: The prefix as a hit path reads a plain entry (unsigned, uncompressed, pickled): its
+#: first 8 bytes (magic, version, flags, codec id, key length) as one string, compared
+#: with ``PLAIN_HEADS[len(key)]``, then info length, payload length, created, checksum.
+#: What :func:`unpack_entry` checks of such an entry is left to the creation time, the
+#: length, the key and the checksum (see ``DirectoryStore._read``).
+PLAIN_PREFIX: Final = struct.Struct("<8sIQdQ")
+#: the first 8 bytes of a plain entry, by key length
+PLAIN_HEADS: Final = tuple(
+    _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, PICKLE, n, 0, 0, 0.0, 0)[:8] for n in range(256)
+)
 CODECS: Final[Mapping[str, int]] = {"pickle": PICKLE, "raw": RAW, "safe": SAFE, "tree": TREE}
 _CODEC_NAMES: Final = {v: k for k, v in CODECS.items()}
-
-
-def _checksum(view: memoryview) -> int:
-    # Every byte but the checksum's own: a damaged codec id or length field
-    # must not turn one valid entry into another (raw bytes read as JSON).
-    digest = xxhash.xxh3_64(view[:_CHECKSUM_AT])
-    digest.update(view[PREFIX_SIZE:])
-    return digest.intdigest()
 
 
 class CorruptEntry(Exception):
@@ -202,10 +209,10 @@ def _assemble(
         # Same bytes as _sign() covers: the prefix without its checksum, then the rest.
         parts.insert(2, _mac(secret, prefix[: PREFIX_SIZE - 8], *parts))
     # Hash and join the parts once: a 1 MB payload is never copied but into the blob.
-    digest = xxhash.xxh3_64(prefix[:_CHECKSUM_AT])
+    digest = xxhash.xxh3_64(prefix[:CHECKSUM_AT])
     for part in parts:
         digest.update(part)
-    struct.pack_into("<Q", prefix, _CHECKSUM_AT, digest.intdigest())
+    struct.pack_into("<Q", prefix, CHECKSUM_AT, digest.intdigest())
     return b"".join((prefix, *parts))
 
 
@@ -264,18 +271,27 @@ def header_size(prefix: bytes | memoryview) -> int:
 
 
 def _parse_prefix(blob: bytes | memoryview) -> tuple[int, int, int, int, int, float, int]:
-    if len(blob) < PREFIX_SIZE:
-        raise CorruptEntry(f"truncated: {len(blob)} bytes, shorter than the header")
-    magic, version, flags, codec_id, klen, ilen, plen, created, checksum = _PREFIX.unpack_from(blob)
-    if magic != MAGIC:
-        raise CorruptEntry("foreign file: bad magic")
-    if version != FORMAT_VERSION:
-        raise CorruptEntry(f"entry format {version}, this stepcache reads {FORMAT_VERSION}")
-    if flags & ~_KNOWN_FLAGS:
-        raise CorruptEntry(f"unknown flags {flags:#x}: written by a newer stepcache")
-    if not 0.0 <= created < _MAX_CREATED:  # also false for NaN
-        raise CorruptEntry(f"implausible creation time {created!r}")
+    problem = _prefix_problem(blob)
+    if problem is not None:
+        raise problem
+    _, _, flags, codec_id, klen, ilen, plen, created, checksum = _PREFIX.unpack_from(blob)
     return flags, codec_id, klen, ilen, plen, created, checksum
+
+
+def _prefix_problem(blob: bytes | memoryview) -> CorruptEntry | None:
+    """Why the first bytes of ``blob`` are no entry's prefix this version reads, or ``None``."""
+    if len(blob) < PREFIX_SIZE:
+        return CorruptEntry(f"truncated: {len(blob)} bytes, shorter than the header")
+    magic, version, flags, _, _, _, _, created, _ = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        return CorruptEntry("foreign file: bad magic")
+    if version != FORMAT_VERSION:
+        return CorruptEntry(f"entry format {version}, this stepcache reads {FORMAT_VERSION}")
+    if flags & ~_KNOWN_FLAGS:
+        return CorruptEntry(f"unknown flags {flags:#x}: written by a newer stepcache")
+    if not 0.0 <= created < MAX_CREATED:  # also false for NaN
+        return CorruptEntry(f"implausible creation time {created!r}")
+    return None
 
 
 def read_header(blob: bytes | memoryview, *, key: str | None = None) -> EntryHeader:
@@ -321,17 +337,32 @@ def unpack_entry(
     """Verify an entry and return its value; raise :class:`CorruptEntry` if it does not verify.
 
     ``decode=False`` only verifies and returns the payload's offset (see
-    :func:`verify_entry`). One function: every hit runs this, so no extra call.
+    :func:`verify_entry`). Every hit runs this: the prefix checks, checksum
+    and unpickling are in this one frame; only a failed check calls out (to
+    say why), and only a signed, compressed or non-pickle entry calls more.
     """
-    flags, codec_id, klen, ilen, plen, _, checksum = _parse_prefix(blob)
+    magic, version, flags, codec_id, klen, ilen, plen, created, checksum = (
+        _PREFIX.unpack_from(blob) if len(blob) >= PREFIX_SIZE else _SHORT
+    )
+    if (
+        magic != MAGIC
+        or version != FORMAT_VERSION
+        or flags & ~_KNOWN_FLAGS
+        or not 0.0 <= created < MAX_CREATED  # also false for NaN
+    ):
+        raise _prefix_problem(blob) or CorruptEntry("bad prefix")
     signed = flags & _FLAG_SIGNED
     start = PREFIX_SIZE + klen + ilen + (_SIG_SIZE if signed else 0)
     if len(blob) != start + plen:
         raise CorruptEntry(f"length {len(blob)} != {start + plen} recorded in the header")
-    view = memoryview(blob)
-    if view[PREFIX_SIZE : PREFIX_SIZE + klen] != key.encode("ascii"):
+    if blob[PREFIX_SIZE : PREFIX_SIZE + klen] != key.encode():
         raise CorruptEntry("entry belongs to another key")
-    if _checksum(view) != checksum:
+    # The checksum covers every byte but its own: a damaged codec id or length
+    # field must not turn one valid entry into another (raw bytes read as JSON).
+    view = memoryview(blob)
+    digest = xxhash.xxh3_64(view[:CHECKSUM_AT])
+    digest.update(view[PREFIX_SIZE:])
+    if digest.intdigest() != checksum:
         raise CorruptEntry("checksum mismatch")
     if secret is not None:
         if not signed:
@@ -345,9 +376,11 @@ def unpack_entry(
     if not decode:
         return start
     payload: bytes | memoryview = view[start:]
-    if flags & _FLAG_ZSTD:
-        payload = _decompress(payload)
     try:
+        if codec_id == PICKLE and allow_pickle and not flags & _FLAG_ZSTD:
+            return pickle.loads(payload)  # the common case, without decode_value's frame
+        if flags & _FLAG_ZSTD:
+            payload = _decompress(payload)
         return decode_value(codec_id, payload, allow_pickle=allow_pickle)
     except CorruptEntry:
         raise

@@ -26,18 +26,22 @@ def on_shared_fs(store: DirectoryStore) -> DirectoryStore:
     return store
 
 
-def torn_once(store: DirectoryStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make the next read of the store see a torn file, as sshfs serves one after a replace."""
-    reads: list[int] = []
-    load = store.backend.load
+def torn_once(store: DirectoryStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the entry of ``key(1)`` read torn, as sshfs serves one after a replace: half as
+    long, until a fresh open (``load_fresh``) sees it whole. Returns the keys read fresh."""
+    path = Path(store.backend.path(key(1)))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    fresh: list[str] = []
+    load_fresh = store.backend.load_fresh
 
-    def first_torn(k: str) -> bytes | None:
-        blob = load(k)
-        reads.append(1)
-        return blob[: len(blob) // 2] if blob is not None and len(reads) == 1 else blob
+    def whole_again(k: str) -> bytes | None:
+        fresh.append(k)
+        path.write_bytes(whole)
+        return load_fresh(k)
 
-    monkeypatch.setattr(store.backend, "load", first_torn)
-    return reads
+    monkeypatch.setattr(store.backend, "load_fresh", whole_again)
+    return fresh
 
 
 def test_a_store_on_a_local_directory_is_not_on_a_shared_filesystem(tmp_path: Path) -> None:
@@ -49,9 +53,9 @@ def test_a_torn_read_on_a_shared_filesystem_is_read_again(
 ) -> None:
     store = on_shared_fs(DirectoryStore(tmp_path / "cache"))
     store[key(1)] = "published from the other mount"
-    reads = torn_once(store, monkeypatch)
+    fresh = torn_once(store, monkeypatch)
     assert store[key(1)] == "published from the other mount"
-    assert len(reads) == 1  # the second read came from a fresh open, not backend.load
+    assert fresh == [key(1)]  # read again from a fresh open
     stats = store.stats()
     assert (stats.hits, stats.errors) == (1, 0)
 

@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 from stepcache import codec
 from stepcache.errors import ReadOnlyStoreError, StoreUnavailableError
 from stepcache.stores._flight import Flights
-from stepcache.stores._keys import KEY_RE, MISSING, resolve_secret, validate_key
+from stepcache.stores._keys import MISSING, is_key, resolve_secret, validate_key
 from stepcache.stores._stats import Counters, Stats
 from stepcache.stores.backend import Backend
 
@@ -200,26 +200,27 @@ class StoreCore(MutableMapping[str, Any]):
         self.counters.add("writes", step=step)
         return True
 
-    def _read(self, key: str) -> Any:
-        """The verified value under ``key`` (a tree entry's payload too), or MISSING."""
-        if self._down_until:  # backing off, or the first call since: the careful way
-            blob = self._call("read from", lambda: self.backend.load(key), None)
-        else:  # the hit path: no closure, no extra frame
-            try:
-                blob = self.backend.load(key)
-            except OSError as exc:
-                self._failed("read from", exc)
-                return MISSING
+    def _read(self, key: str, blob: bytes | None = None) -> Any:
+        """The verified value under ``key`` (a tree's payload too), or MISSING; ``blob``: the
+        entry, if a subclass's own read has it already."""
         if blob is None:
-            return MISSING
+            if self._down_until:  # backing off, or the first call since: the careful way
+                blob = self._call("read from", lambda: self.backend.load(key), None)
+            else:  # the hit path: no closure, no extra frame
+                try:
+                    blob = self.backend.load(key)
+                except OSError as exc:
+                    self._failed("read from", exc)
+                    return MISSING
+            if blob is None:
+                return MISSING
         try:
-            value = codec.unpack_entry(
+            return codec.unpack_entry(
                 blob, key, secret=self._secret, allow_pickle=self.codec == "pickle"
             )
         except codec.CorruptEntry as exc:
             found = self._unverified(key, blob, str(exc))
             return MISSING if found is None else found[1]
-        return value
 
     def _unverified(self, key: str, blob: bytes, reason: str) -> tuple[bytes, Any] | None:
         """What a read that failed verification gives: here a counted miss (see discard)."""
@@ -251,11 +252,15 @@ class StoreCore(MutableMapping[str, Any]):
         ``info`` (``step``, ``label``) attributes the lookup to a step, as
         :meth:`get_or_compute` does, for callers that compute and store themselves.
         """
-        value = self._read(validate_key(key))  # not _lookup: one call less on every hit
-        if type(value) is codec.TreePayload:
-            value = MISSING
-        self._count_lookup(key, value is not MISSING, info)
-        return default if value is MISSING else value
+        if type(key) is not str or is_key(key) is None:
+            validate_key(key)  # raises InvalidKeyError
+        value = self._read(key)  # not _lookup: one call less on every hit
+        hit = value is not MISSING and type(value) is not codec.TreePayload
+        if hit and info is None:
+            self.counters.hit()  # a plain hit: no lock, no other call
+            return value
+        self._count_lookup(key, hit, info)
+        return value if hit else default
 
     def peek(self, key: str, default: Any = None) -> Any:
         """The verified value under ``key``, or ``default``, without counting a hit or a miss."""
@@ -302,9 +307,7 @@ class StoreCore(MutableMapping[str, Any]):
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        if type(key) is not str or KEY_RE.fullmatch(key) is None:
-            return False
-        return self.header(key) is not None
+        return type(key) is str and is_key(key) is not None and self.header(key) is not None
 
     def __iter__(self) -> Iterator[str]:
         """The keys present; :class:`StoreUnavailableError` when the store cannot be reached."""

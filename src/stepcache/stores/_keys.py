@@ -8,10 +8,13 @@ from typing import Final
 
 from stepcache.errors import InvalidKeyError
 
-__all__ = ["KEY_RE", "MISSING", "resolve_secret", "validate_key"]
+__all__ = ["KEY_RE", "MISSING", "is_key", "resolve_secret", "validate_key"]
 
 #: 16-64 lowercase hex characters: what :func:`stepcache.fingerprint` produces
 KEY_RE: Final = re.compile(r"[0-9a-f]{16,64}")
+#: ``is_key(key)`` matches (is not ``None``) for a valid ``str`` key: the check of
+#: :func:`validate_key` without a call, for hot paths that call it only to raise
+is_key: Final = KEY_RE.fullmatch
 
 
 class _Missing:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from stepcache._record import Record
@@ -145,14 +146,46 @@ class Stats(Record):
 
 
 class Counters:
-    """Thread-safe counters of one store instance in one process."""
+    """Thread-safe counters of one store instance in one process.
+
+    ``dirty`` says whether they changed since it was last set ``False``
+    (after they were written down).
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(_COUNTS, 0)
         self._steps: dict[str, list[int]] = {}
         self._misses: deque[MissRecord] = deque(maxlen=RECENT_MISSES)
-        self.dirty = False
+        self._dirty = False
+        # Hits of no step tick an itertools.count, whose ``next`` is atomic (one
+        # C call under the GIL, an atomic add without it since Python 3.13): no
+        # lock and no Python frame on a hit, and no hit lost. Reading the count
+        # takes a tick too (see _hits_now).
+        self._hits = itertools.count()
+        self._reads = 0
+        self._clean_hits = 0  # hits when dirty was last cleared
+        #: count one hit of no particular step (what every plain ``get`` hit does)
+        self.hit: Callable[[], int] = self._hits.__next__
+
+    def _hits_now(self) -> int:
+        """Hits counted by :attr:`hit` so far; call with the lock held."""
+        ticks = next(self._hits)
+        self._reads += 1
+        return ticks - self._reads + 1
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the counters changed since ``dirty`` was last set ``False``."""
+        with self._lock:
+            return self._dirty or self._hits_now() != self._clean_hits
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        with self._lock:
+            self._dirty = value
+            if not value:
+                self._clean_hits = self._hits_now()
 
     def add(self, name: str, n: int = 1, *, step: str | None = None) -> None:
         """Add ``n`` to counter ``name`` and, for hits/misses/writes, to ``step``'s."""
@@ -161,7 +194,17 @@ class Counters:
             if step is not None and name in ("hits", "misses", "writes"):
                 per = self._steps.setdefault(step, [0, 0, 0])
                 per[("hits", "misses", "writes").index(name)] += n
-            self.dirty = True
+            self._dirty = True
+
+    def step_hit(self, step: str) -> None:
+        """Count a hit of ``step`` (what every ``get_or_compute`` hit does)."""
+        with self._lock:
+            self._counts["hits"] += 1
+            per = self._steps.get(step)
+            if per is None:
+                per = self._steps[step] = [0, 0, 0]
+            per[0] += 1
+            self._dirty = True
 
     def miss(self, step: str, label: str, key: str) -> None:
         """Count a miss and remember it among the recent ones."""
@@ -172,7 +215,7 @@ class Counters:
     def snapshot(self) -> Stats:
         """The counters as a one-process :class:`Stats` (no entries/bytes)."""
         with self._lock:
+            counts = dict(self._counts)
+            counts["hits"] += self._hits_now()
             steps = {k: StepStats(*v) for k, v in self._steps.items()}
-            return Stats(
-                **self._counts, processes=1, steps=steps, recent_misses=tuple(self._misses)
-            )
+            return Stats(**counts, processes=1, steps=steps, recent_misses=tuple(self._misses))

@@ -76,14 +76,17 @@ class Store(StoreCore):
         failing write never fails the call. ``info`` (``step``, ``label``,
         ...) is recorded with the entry and counts the outcome per step.
         """
-        validate_key(key)
+        value = self._read(validate_key(key))  # as _lookup: a hit takes no closure, no flight
+        if value is not MISSING and type(value) is not codec.TreePayload:
+            self.counters.step_hit("" if info is None else str(info.get("step", "")))
+            return value  # type: ignore[no-any-return]
 
         def produce() -> _T:
             value = fn()
             self._store_result(key, value, info)
             return value
 
-        return self._single_flight_get(key, self._lookup, produce, timeout, info)  # type: ignore[no-any-return]
+        return self._single_flight_get(key, self._lookup, produce, timeout, info, missed=True)  # type: ignore[no-any-return]
 
     def get_or_compute_dir(
         self,
@@ -138,10 +141,12 @@ class Store(StoreCore):
         produce: Callable[[], Any],
         timeout: float | None,
         info: Mapping[str, Any] | None,
+        missed: bool = False,
     ) -> Any:
-        """``find(key)``, else -- holding the key -- find again, else ``produce()``; counted."""
+        """``find(key)`` (unless the caller ``missed`` already), else -- holding the key --
+        find again, else ``produce()``; counted."""
         step = "" if info is None else str(info.get("step", ""))
-        value = find(key)
+        value = MISSING if missed else find(key)
         if value is MISSING:
             wait = self.lock_timeout if timeout is None else timeout
             # A read-only store publishes nothing, so no other process gains from waiting.
@@ -158,7 +163,7 @@ class Store(StoreCore):
             )
             if not hit:
                 return value
-        self.counters.add("hits", step=step)
+        self.counters.step_hit(step)
         return value
 
     @contextlib.contextmanager

@@ -205,7 +205,7 @@ class DirectoryBackend(Backend):
     # -- entry blobs -----------------------------------------------------------
     def load(self, key: str) -> bytes | None:
         try:
-            blob = read_entry(self.path(key), touch=not self.read_only)
+            blob = read_entry(self.path(key), not self.read_only)
         except codec.CorruptEntry:
             blob = _NOT_AN_ENTRY  # a directory or symlink in an entry's place: a damaged entry
         except (NotADirectoryError, PermissionError):

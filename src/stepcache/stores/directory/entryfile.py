@@ -17,59 +17,57 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import stat
 import time
+from stat import S_ISREG
 from typing import Final
 
 from stepcache import codec
 
-__all__ = ["open_entry", "read_entry", "read_header"]
+__all__ = ["READ_FLAGS", "TOUCH_AFTER", "mark_used", "read_entry", "read_header"]
 
-# O_NOFOLLOW: a symlink at an entry's path is no entry; O_NONBLOCK: nor is a FIFO to hang on.
-_READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+#: how entry files are opened: O_NOFOLLOW, a symlink at an entry's path is no entry;
+#: O_NONBLOCK, nor is a FIFO to hang on
+READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _HEADER_READ: Final = 16384  # covers prefix, key and the info of nearly every entry
-_TOUCH_AFTER: Final = 60.0  # seconds: resolution of "recently used" for eviction
+#: seconds: resolution of "recently used" for eviction. An entry read when its mtime is
+#: older is touched (:func:`mark_used`): mtime is the last use, and refreshing it at most this
+#: often keeps hits free of writes (relatime makes atime unreliable).
+TOUCH_AFTER: Final = 60.0
 
 
-def open_entry(path: str) -> tuple[int, os.stat_result] | None:
-    """The entry file's fd and stat, ``None`` if absent; CorruptEntry if it is no file."""
+def read_entry(path: str, touch: bool, to_eof: bool = False, header: bool = False) -> bytes | None:
+    """The whole entry file, ``None`` if absent; ``touch`` marks it used (for eviction) if it
+    was not lately. CorruptEntry if what is at ``path`` is no regular file.
+
+    ``to_eof`` reads until the end of the file rather than to the size
+    ``fstat`` reports, which a network filesystem may serve from a stale cache;
+    ``header`` reads only the start (see :func:`read_header`). One open,
+    fstat, read and close (``DirectoryStore`` reads plain entries in its own
+    frame, the same way).
+    """
     try:
-        fd = os.open(path, _READ)
+        fd = os.open(path, READ_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise codec.CorruptEntry("the entry is a symlink") from None
         raise
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise codec.CorruptEntry("the entry is not a regular file")
-    return fd, st
-
-
-def read_entry(path: str, *, touch: bool, to_eof: bool = False) -> bytes | None:
-    """The whole entry file; ``touch`` marks it used (for eviction) if it was not lately.
-
-    ``to_eof`` reads until the end of the file rather than to the size
-    ``fstat`` reports, which a network filesystem may serve from a stale cache.
-    """
-    opened = open_entry(path)
-    if opened is None:
-        return None
-    fd, st = opened
     try:
-        blob = os.read(fd, st.st_size)
-        while len(blob) < st.st_size or to_eof:  # huge files come in several reads
-            chunk = os.read(fd, max(st.st_size - len(blob), 1 << 16))
+        st = os.fstat(fd)
+        if not S_ISREG(st.st_mode):
+            raise codec.CorruptEntry("the entry is not a regular file")
+        size = st.st_size
+        if header:
+            return _read_header(fd, size)
+        blob = os.read(fd, size)
+        while len(blob) < size or to_eof:  # huge files come in several reads
+            chunk = os.read(fd, max(size - len(blob), 1 << 16))
             if not chunk:
                 break
             blob += chunk
-        # mtime is the last use; refreshing it at most once per _TOUCH_AFTER
-        # keeps hits free of writes (relatime makes atime unreliable).
-        if touch and time.time() - st.st_mtime > _TOUCH_AFTER:
-            with contextlib.suppress(OSError):
-                os.utime(fd)
+        if touch and time.time() - st.st_mtime > TOUCH_AFTER:
+            mark_used(fd)
     finally:
         os.close(fd)
     return blob
@@ -77,17 +75,20 @@ def read_entry(path: str, *, touch: bool, to_eof: bool = False) -> bytes | None:
 
 def read_header(path: str) -> bytes | None:
     """The start of the entry file, long enough to hold its whole header; ``None`` if absent."""
-    opened = open_entry(path)
-    if opened is None:
-        return None
-    fd, st = opened
-    try:
-        blob = os.read(fd, _HEADER_READ)
-        if len(blob) == _HEADER_READ:
-            # Bytes 7 and 8-11 of the prefix hold the key and info lengths (see codec).
-            need = min(codec.header_size(blob), st.st_size)
-            if need > len(blob):
-                blob += os.pread(fd, need - len(blob), len(blob))
-        return blob
-    finally:
-        os.close(fd)
+    return read_entry(path, False, header=True)
+
+
+def _read_header(fd: int, size: int) -> bytes:
+    blob = os.read(fd, _HEADER_READ)
+    if len(blob) == _HEADER_READ:
+        # Bytes 7 and 8-11 of the prefix hold the key and info lengths (see codec).
+        need = min(codec.header_size(blob), size)
+        if need > len(blob):
+            blob += os.pread(fd, need - len(blob), len(blob))
+    return blob
+
+
+def mark_used(fd: int) -> None:
+    """Mark the open entry file ``fd`` used now (for eviction; see :data:`TOUCH_AFTER`)."""
+    with contextlib.suppress(OSError):  # a read-only file system, another user's file
+        os.utime(fd)

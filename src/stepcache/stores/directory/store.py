@@ -14,13 +14,21 @@ leftovers by the filesystem's time, never a clock
 from __future__ import annotations
 
 import os
+import pickle
+import time
 from collections.abc import Callable
 from pathlib import Path
+from stat import S_ISREG
+from typing import Any
 
+import xxhash
+
+from stepcache.codec import CHECKSUM_AT, MAX_CREATED, PLAIN_HEADS, PLAIN_PREFIX, PREFIX_SIZE
 from stepcache.stores._stats import Stats
-from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, VerifyResult
+from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, MISSING, VerifyResult
 from stepcache.stores.directory import trust
 from stepcache.stores.directory.backend import DirectoryBackend
+from stepcache.stores.directory.entryfile import READ_FLAGS, TOUCH_AFTER, mark_used
 from stepcache.stores.directory.eviction import (
     Item,
     PruneResult,
@@ -124,6 +132,71 @@ class DirectoryStore(SharedFsStore):
         # The backend checks after each read whether the counters are due to be
         # written: no extra call on a hit.
         backend.stats_file = self._stats_file
+        # What the hit path (_read) needs, looked up once.
+        self._v1 = f"{root}/v1"
+        self._plain = self._secret is None and self.codec == "pickle"
+        self._touches = not backend.read_only
+
+    # -- the hit path ---------------------------------------------------------------
+    def _read(self, key: str, blob: bytes | None = None) -> Any:
+        """As :meth:`Store._read`, with a plain entry read, verified and decoded in this frame.
+
+        A plain entry (unsigned, uncompressed, pickled: ``codec.PLAIN_HEADS``)
+        is read as ``DirectoryBackend.load`` reads it and checked as
+        ``codec.unpack_entry`` checks it -- creation time, length, key,
+        checksum -- with no other call. Anything else read (a tree entry, a
+        damaged one) goes to the general path to be verified as every store
+        does, without a second read; so do a file that cannot be read, and
+        signed or ``codec="safe"`` stores.
+        """
+        stats = self._stats_file
+        if stats is not None and time.monotonic() >= stats.due:
+            stats.flush()  # as DirectoryBackend.load does after each read
+        if blob is not None or not self._plain or self._down_until:
+            return super()._read(key, blob)
+        try:
+            fd = os.open(f"{self._v1}/{key[:2]}/{key[2:4]}/{key}", READ_FLAGS)
+        except FileNotFoundError:
+            return MISSING
+        except OSError:  # a symlink, no fanout directory, no permission: said there
+            return super()._read(key)
+        try:
+            st = os.fstat(fd)
+            # What is no regular file reads empty (a FIFO, a device: st_size is 0)
+            # or fails (a directory): the general path says so, at the end.
+            blob = os.read(fd, st.st_size)
+            if self._touches and time.time() - st.st_mtime > TOUCH_AFTER:
+                mark_used(fd)
+        except OSError:
+            blob = None
+        finally:
+            os.close(fd)
+        if blob is None:  # an I/O error, a directory: the general path says which
+            return super()._read(key)
+        n = len(blob)
+        if n >= PREFIX_SIZE:
+            head, ilen, plen, created, checksum = PLAIN_PREFIX.unpack_from(blob)
+            end = PREFIX_SIZE + len(key)
+            start = end + ilen
+            if (
+                head == PLAIN_HEADS[len(key)]
+                and n == start + plen
+                and 0.0 <= created < MAX_CREATED
+                and blob[PREFIX_SIZE:end] == key.encode()
+            ):
+                view = memoryview(blob)
+                digest = xxhash.xxh3_64(blob[:CHECKSUM_AT])
+                digest.update(view[PREFIX_SIZE:])
+                if digest.intdigest() == checksum:
+                    try:
+                        return pickle.loads(view[start:])
+                    except Exception:  # unpickled again below, to say why and drop it
+                        pass
+        if n < st.st_size or not S_ISREG(st.st_mode):
+            # A huge file comes in several reads, which the general path makes; it
+            # also tells what is no regular file from a damaged one.
+            return super()._read(key)
+        return super()._read(key, blob)
 
     @property
     def degraded(self) -> bool:
