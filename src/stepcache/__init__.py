@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stepcache import _log
 from stepcache.cached import CachedStep
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
@@ -35,9 +34,6 @@ from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.base import Store, VerifyResult, validate_key
 from stepcache.stores.directory.store import DirectoryStore
 from stepcache.stores.registry import open_store, register_backend, reset_registry
-
-# Each warning once per process, however many stores report it.
-_log.install()
 
 if TYPE_CHECKING:
     from stepcache._dirstep import CachedDirStep

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -266,11 +265,15 @@ def publish_dir(
             rename_beneath(tmp, dest, durable=durable)
     except OSError:
         if os.path.isdir(dest):
+            import shutil  # here: only cleaning up needs it
+
             shutil.rmtree(tmp, ignore_errors=True)
             return False
         if restore is not None and not os.path.lexists(restore):
             with contextlib.suppress(OSError):
                 os.rename(tmp, restore)
+        import shutil
+
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True

@@ -25,14 +25,13 @@ The protocol, its invariants and what each failure means are specified in
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Final
 
+from stepcache._record import Record
 from stepcache.stores import _identity
 
 __all__ = ["Held", "LeaseTiming", "Leases", "Watch", "waiting"]
@@ -47,8 +46,7 @@ _MAX_DEPTH: Final = 8  # claims of claims: one level per process that died mid-t
 _MAX_EMPTY_FAILURES: Final = 50
 
 
-@dataclasses.dataclass(frozen=True)
-class LeaseTiming:
+class LeaseTiming(Record):
     """How often a holder beats (``heartbeat``) and how long a silent lease lives (``stale_after``).
 
     Both are durations on each process's own monotonic clock; no two clocks
@@ -56,15 +54,17 @@ class LeaseTiming:
     holder's heartbeat thread can suffer, with a wide margin.
     """
 
-    heartbeat: float = 3.0
-    stale_after: float = 30.0
+    __slots__ = ("heartbeat", "stale_after")
+    heartbeat: float
+    stale_after: float
 
-    def __post_init__(self) -> None:
-        if not 0 < self.heartbeat * 2 <= self.stale_after:
+    def __init__(self, heartbeat: float = 3.0, stale_after: float = 30.0) -> None:
+        if not 0 < heartbeat * 2 <= stale_after:
             raise ValueError(
-                f"lease heartbeat ({self.heartbeat}) must be positive and at most half of "
-                f"stale_after ({self.stale_after})"
+                f"lease heartbeat ({heartbeat}) must be positive and at most half of "
+                f"stale_after ({stale_after})"
             )
+        self._set(heartbeat=heartbeat, stale_after=stale_after)
 
     @property
     def poll(self) -> float:
@@ -74,6 +74,8 @@ class LeaseTiming:
 
 def digest(data: bytes) -> str:
     """Short name of a record (claims are named after the record they replace)."""
+    import hashlib  # OpenSSL: a few ms of import, for lease files only
+
     return hashlib.sha256(data).hexdigest()[:24]
 
 

@@ -42,21 +42,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import logging
 import os
 import stat
 import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
+from stepcache._log import log
 from stepcache.stores._lease import Held, Leases, LeaseTiming, Watch, waiting
 from stepcache.stores._lockmode import MODES, resolve_mode
 from stepcache.stores.directory.beneath import is_group_dir, open_leaf
 
 __all__ = ["BACKENDS", "KeyLocks", "LeaseTiming"]
 
-log = logging.getLogger("stepcache")
 BACKENDS: Final = MODES
 _UNSUPPORTED: Final = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 _OPEN_LOCK: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -291,6 +289,8 @@ class KeyLocks:
 
 # -- flock ---------------------------------------------------------------------
 def _flock(where: _Dir, name: str, deadline: float) -> int | None:
+    import fcntl  # on first lock: a process that only reads never needs it
+
     backoff = _Backoff(deadline)
     fd = where.create(name, _OPEN_LOCK)
     while True:
@@ -328,6 +328,8 @@ def _remove_unheld(where: _Dir, name: str) -> bool:
         fd = os.open(name, _OPEN_HELD, dir_fd=where.fd)
     except OSError:
         return False
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if where.is_current(fd, name):

@@ -21,7 +21,6 @@ the query string belongs to the remote spec, except the tiered store's own flags
 from __future__ import annotations
 
 import errno
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from stepcache._log import log
 from stepcache.errors import StoreUnavailableError
 from stepcache.stores._stats import Stats
 from stepcache.stores._tiers import Tiers
@@ -36,7 +36,6 @@ from stepcache.stores.base import Store, VerifyResult
 
 __all__ = ["DEFAULT_REMOTE_BACKOFF", "TieredStore"]
 
-log = logging.getLogger("stepcache")
 _T = TypeVar("_T")
 DEFAULT_REMOTE_BACKOFF: Final = 30.0
 _TRUE: Final = ("1", "true", "yes", "on")

@@ -32,7 +32,6 @@ import contextlib
 import errno
 import functools
 import os
-import shutil
 import stat
 import time
 import weakref
@@ -278,6 +277,8 @@ class DirectoryBackend(Backend):
             tmp, dest, durable=self.durable, restore=restore, fds=self._fds
         )
         if move:  # copied rather than renamed (another filesystem): the original goes now
+            import shutil  # here: only cleaning up needs it
+
             shutil.rmtree(src, ignore_errors=True)
         if published:  # else another writer published first: theirs stays
             self._wrote(key, nbytes)
