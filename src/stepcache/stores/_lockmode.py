@@ -33,7 +33,7 @@ LOCAL_TYPES: Final = frozenset(
         "f2fs", "jfs", "reiserfs", "bcachefs", "nilfs2", "hfsplus", "apfs", "vfat", "exfat",
     }
 )  # fmt: skip
-_ESCAPE: Final = re.compile(r"\\([0-7]{3})")
+_ESCAPE: Final = r"\\([0-7]{3})"  # compiled at the first lock (re caches it)
 
 
 def requested_mode(lock: str | None) -> tuple[str, str]:
@@ -53,7 +53,7 @@ def requested_mode(lock: str | None) -> tuple[str, str]:
 
 
 def _unescape(field: str) -> str:
-    return _ESCAPE.sub(lambda m: chr(int(m[1], 8)), field)
+    return re.sub(_ESCAPE, lambda m: chr(int(m[1], 8)), field)
 
 
 def filesystem_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> tuple[str, str]:

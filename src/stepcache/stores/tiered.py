@@ -45,13 +45,13 @@ _Options = Mapping[str, Any] | Iterable[tuple[str, Any]] | None
 
 _OWN_FLAGS: Final = ("remote_read_only", "remote_backoff")
 # "+" followed by a scheme: where the local spec ends and the remote one begins.
-_JOIN: Final = re.compile(r"\+(?=[a-z][a-z0-9.-]*://)")
+_JOIN: Final = r"\+(?=[a-z][a-z0-9.-]*://)"
 
 
 def _split_joined(spec: str) -> str:
     """``tiered://L+R?q`` as the equivalent ``tiered://?local=L&remote=R?q'&flags``."""
     body = spec.partition("://")[2]
-    parts = _JOIN.split(body, maxsplit=1)
+    parts = re.split(_JOIN, body, maxsplit=1)
     if len(parts) != 2 or not parts[0]:
         raise StoreUnavailableError(
             f"bad tiered spec {spec!r}: expected tiered://<local spec>+<remote spec>[?options] "
