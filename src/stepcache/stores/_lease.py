@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from stepcache._record import Record
 from stepcache.stores import _identity
+from stepcache.stores._lockmode import LeaseTiming
 
 __all__ = ["Held", "LeaseTiming", "Leases", "Watch", "waiting"]
 
@@ -44,32 +44,6 @@ _HELD: Final = os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _MAX_DEPTH: Final = 8  # claims of claims: one level per process that died mid-take-over
 #: Consecutive "could not create, and nothing is there" before the directory counts as unusable.
 _MAX_EMPTY_FAILURES: Final = 50
-
-
-class LeaseTiming(Record):
-    """How often a holder beats (``heartbeat``) and how long a silent lease lives (``stale_after``).
-
-    Both are durations on each process's own monotonic clock; no two clocks
-    are ever compared. ``stale_after`` must exceed the longest pause a live
-    holder's heartbeat thread can suffer, with a wide margin.
-    """
-
-    __slots__ = ("heartbeat", "stale_after")
-    heartbeat: float
-    stale_after: float
-
-    def __init__(self, heartbeat: float = 3.0, stale_after: float = 30.0) -> None:
-        if not 0 < heartbeat * 2 <= stale_after:
-            raise ValueError(
-                f"lease heartbeat ({heartbeat}) must be positive and at most half of "
-                f"stale_after ({stale_after})"
-            )
-        self._set(heartbeat=heartbeat, stale_after=stale_after)
-
-    @property
-    def poll(self) -> float:
-        """Longest sleep of a waiter between two looks at a lease."""
-        return min(self.heartbeat / 2, 0.02)
 
 
 def digest(data: bytes) -> str:

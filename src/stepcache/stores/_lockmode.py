@@ -22,7 +22,18 @@ import os
 import re
 from typing import Final
 
-__all__ = ["ENV_LOCK", "LOCAL_TYPES", "MODES", "filesystem_of", "requested_mode", "resolve_mode"]
+from stepcache._record import Record
+
+__all__ = [
+    "ENV_LOCK",
+    "LOCAL_TYPES",
+    "MODES",
+    "LeaseTiming",
+    "check_lock",
+    "filesystem_of",
+    "requested_mode",
+    "resolve_mode",
+]
 
 MODES: Final = ("auto", "flock", "lease")
 ENV_LOCK: Final = "STEPCACHE_LOCK"
@@ -34,6 +45,38 @@ LOCAL_TYPES: Final = frozenset(
     }
 )  # fmt: skip
 _ESCAPE: Final = r"\\([0-7]{3})"  # compiled at the first lock (re caches it)
+
+
+class LeaseTiming(Record):
+    """How often a holder beats (``heartbeat``) and how long a silent lease lives (``stale_after``).
+
+    Both are durations on each process's own monotonic clock; no two clocks
+    are ever compared. ``stale_after`` must exceed the longest pause a live
+    holder's heartbeat thread can suffer, with a wide margin.
+    """
+
+    __slots__ = ("heartbeat", "stale_after")
+    heartbeat: float
+    stale_after: float
+
+    def __init__(self, heartbeat: float = 3.0, stale_after: float = 30.0) -> None:
+        if not 0 < heartbeat * 2 <= stale_after:
+            raise ValueError(
+                f"lease heartbeat ({heartbeat}) must be positive and at most half of "
+                f"stale_after ({stale_after})"
+            )
+        self._set(heartbeat=heartbeat, stale_after=stale_after)
+
+    @property
+    def poll(self) -> float:
+        """Longest sleep of a waiter between two looks at a lease."""
+        return min(self.heartbeat / 2, 0.02)
+
+
+def check_lock(lock: str | None) -> None:
+    """Raise :class:`ValueError` unless ``lock`` is ``None`` or one of :data:`MODES`."""
+    if lock is not None and lock not in MODES:
+        raise ValueError(f"lock must be one of {', '.join(MODES)}, not {lock!r}")
 
 
 def requested_mode(lock: str | None) -> tuple[str, str]:

@@ -49,8 +49,8 @@ from collections.abc import Callable, Iterator
 from typing import Final
 
 from stepcache._log import log
-from stepcache.stores._lease import Held, Leases, LeaseTiming, Watch, waiting
-from stepcache.stores._lockmode import MODES, resolve_mode
+from stepcache.stores._lease import Held, Leases, Watch, waiting
+from stepcache.stores._lockmode import MODES, LeaseTiming, check_lock, resolve_mode
 from stepcache.stores.directory.beneath import is_group_dir, open_leaf
 
 __all__ = ["BACKENDS", "KeyLocks", "LeaseTiming"]
@@ -147,8 +147,7 @@ class KeyLocks:
         stale_after: float | None = None,
         warn: Callable[..., None] | None = None,
     ) -> None:
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"lock must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        check_lock(backend)
         self.path = path
         self.requested = backend
         self._mode: tuple[str, str] | None = None

@@ -37,15 +37,13 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stepcache import codec
 from stepcache.errors import StoreUnavailableError, UnsafeStoreError
 from stepcache.stores import _fsutil
-from stepcache.stores._dirfds import DirFds
 from stepcache.stores._keys import KEY_RE
-from stepcache.stores._lockmode import LOCAL_TYPES, filesystem_of
-from stepcache.stores._locks import KeyLocks, LeaseTiming
+from stepcache.stores._lockmode import LOCAL_TYPES, LeaseTiming, check_lock, filesystem_of
 from stepcache.stores._stats import Counters
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.directory import beneath, trust
@@ -60,6 +58,10 @@ from stepcache.stores.directory.eviction import (
 )
 from stepcache.stores.directory.statsfiles import StatsFile
 from stepcache.stores.directory.sweep import STALE_AFTER, Observer, sweep_temp
+
+if TYPE_CHECKING:
+    from stepcache.stores._dirfds import DirFds
+    from stepcache.stores._locks import KeyLocks
 
 __all__ = ["DAMAGED", "TAG", "DirectoryBackend"]
 
@@ -139,19 +141,13 @@ class DirectoryBackend(Backend):
         self.shared, self.sweep_after = shared, sweep_after
         self.lease_stale, self.lease_heartbeat = lease_stale, lease_heartbeat
         # Checked before the root is made: a bad option must leave no directory behind.
-        timing = LeaseTiming(lease_heartbeat or lease_stale / 10, lease_stale)
-        self.locks = KeyLocks(
-            f"{root}/leases",
-            backend=self.lock_choice,
-            timing=timing,
-            warn=lambda *args: self.warn(*args),  # noqa: PLW0108 - late bound
-        )
+        # The locks themselves are made at the first use (see locks): readers never lock.
+        check_lock(self.lock_choice)
+        self._timing = LeaseTiming(lease_heartbeat or lease_stale / 10, lease_stale)
         self.counters = counters if counters is not None else Counters()
         #: ``warn(topic, message, *args)`` reports a degraded condition (the store logs it once)
         self.warn: Callable[..., None] = warn or (lambda topic, message, *args: None)
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
-        self._fds = DirFds()  # v1/ and tmp/, opened by the first write
-        weakref.finalize(self, self._fds.close)
         #: this host's record of what its sweeps saw (see :mod:`.sweep`)
         self.sweeper = Observer(self._tmp, stale_after=sweep_after)
         #: why the store could not be created, if it opened degraded (every write will fail)
@@ -175,6 +171,27 @@ class DirectoryBackend(Backend):
             ):
                 raise  # not a directory, unsafe: a mistake to fix, not a condition to ride out
             self.degraded = cause
+
+    @functools.cached_property
+    def locks(self) -> KeyLocks:
+        """The per-key locks in ``leases/``, made at the first use (a reader never locks)."""
+        from stepcache.stores._locks import KeyLocks
+
+        return KeyLocks(
+            f"{self.root}/leases",
+            backend=self.lock_choice,
+            timing=self._timing,
+            warn=lambda *args: self.warn(*args),  # noqa: PLW0108 - late bound
+        )
+
+    @functools.cached_property
+    def _fds(self) -> DirFds:
+        """Descriptors of ``v1/`` and ``tmp/``, kept from the first write on (never to read)."""
+        from stepcache.stores._dirfds import DirFds
+
+        fds = DirFds()
+        weakref.finalize(self, fds.close)
+        return fds
 
     @functools.cached_property
     def on_shared_fs(self) -> bool:
@@ -257,7 +274,9 @@ class DirectoryBackend(Backend):
 
     def close(self) -> None:
         """Close the kept directory descriptors."""
-        self._fds.close()
+        fds = self.__dict__.get("_fds")  # none if nothing was ever written
+        if fds is not None:
+            fds.close()
 
     def lock(self, key: str, deadline: float) -> contextlib.AbstractContextManager[bool]:
         return self.locks.hold(key, deadline)

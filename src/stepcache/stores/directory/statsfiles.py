@@ -15,12 +15,14 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stepcache.stores import _fsutil
-from stepcache.stores._locks import KeyLocks
 from stepcache.stores._stats import Counters, Stats
 from stepcache.stores.directory import beneath
+
+if TYPE_CHECKING:
+    from stepcache.stores._locks import KeyLocks
 
 __all__ = [
     "ARCHIVE",
