@@ -87,9 +87,10 @@ def _tag_of(pid: int) -> str:
     return f"{host()}-{pid}-{start_time(pid) or 0}"
 
 
-def owner_tag() -> str:
-    """``<host>-<pid>-<start>`` of this process: the prefix of its temp and stats names."""
-    return _tag_of(os.getpid())
+def owner_tag(pid: int | None = None) -> str:
+    """``<host>-<pid>-<start>`` of this process (or of process ``pid`` of this host): the
+    prefix of its temp and stats names."""
+    return _tag_of(os.getpid() if pid is None else pid)
 
 
 def parse_owner(name: str) -> Owner | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import os
 import sys
@@ -107,13 +108,23 @@ class StatsFile:
     def __init__(self, counters: Counters, root: str, durable: bool) -> None:
         self.counters = counters
         self.pid = os.getpid()
-        self.name = f"{_fsutil.owner_tag()}-{next(_serial)}"
-        self.path = f"{root}/stats/{self.name}"
+        self._serial = next(_serial)
+        self._dir = f"{root}/stats"
         self._tmp = f"{root}/tmp"
         self._durable = durable
         self._lock = threading.Lock()
         #: ``time.monotonic()`` after which the next use should call :meth:`flush`
         self.due = time.monotonic() + FLUSH_EVERY
+
+    @functools.cached_property
+    def name(self) -> str:
+        """The file's name, found at the first write (or ``stats()``): opening reads nothing."""
+        return f"{_fsutil.owner_tag(self.pid)}-{self._serial}"
+
+    @property
+    def path(self) -> str:
+        """Where the counters are written."""
+        return f"{self._dir}/{self.name}"
 
     def flush_at_exit(self, owner: object) -> None:
         """Flush when ``owner`` is collected or the process exits, whichever comes first."""
