@@ -57,7 +57,6 @@ EXPECTED = {
     "stepcache.stores.directory.store",
     "stepcache.stores.directory.sweep",
     "stepcache.stores.directory.trust",
-    "stepcache.stores.registry",
 }
 
 # Third-party and heavy modules that only some uses need.
