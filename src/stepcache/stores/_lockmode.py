@@ -23,6 +23,7 @@ import re
 from typing import Final
 
 from stepcache._record import Record
+from stepcache.errors import StoreUnavailableError
 
 __all__ = [
     "ENV_LOCK",
@@ -33,6 +34,8 @@ __all__ = [
     "filesystem_of",
     "requested_mode",
     "resolve_mode",
+    "shared_fs",
+    "split_query",
 ]
 
 MODES: Final = ("auto", "flock", "lease")
@@ -95,6 +98,26 @@ def requested_mode(lock: str | None) -> tuple[str, str]:
     return lock, source
 
 
+def split_query(rest: str) -> tuple[str, dict[str, str]]:
+    """Split ``path?lock=MODE`` (the only option a directory spec carries); StoreUnavailableError
+    for anything else.
+
+    >>> split_query("/var/cache/sc?lock=lease")
+    ('/var/cache/sc', {'lock': 'lease'})
+    """
+    path, _, query = rest.partition("?")
+    if not query:
+        return path, {}
+    from urllib.parse import parse_qsl
+
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    if set(options) - {"lock"} or options.get("lock") not in MODES:
+        raise StoreUnavailableError(
+            f"unknown option in dir://{rest}: a directory spec takes ?lock={'|'.join(MODES)}"
+        )
+    return path, options
+
+
 def _unescape(field: str) -> str:
     return re.sub(_ESCAPE, lambda m: chr(int(m[1], 8)), field)
 
@@ -128,6 +151,15 @@ def filesystem_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> tuple[s
         if inside and (by_prefix is None or len(point) >= len(by_prefix[1])):
             by_prefix = (fstype, point)
     return by_device or by_prefix or ("unknown", path)
+
+
+def shared_fs(path: str) -> bool:
+    """Whether ``path`` is on a filesystem other machines may serve too (NFS, FUSE...).
+
+    Decided by filesystem type, as ``lock="auto"`` decides (an unknown type
+    counts as shared).
+    """
+    return filesystem_of(path)[0] not in LOCAL_TYPES
 
 
 def resolve_mode(lock: str | None, path: str) -> tuple[str, str]:

@@ -156,7 +156,7 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
         scheme, rest = "dir", text
     scheme = scheme.lower()
     if scheme == "dir":
-        from stepcache.stores.directory.backend import split_query  # loaded with the store
+        from stepcache.stores._lockmode import split_query  # loaded with the store
 
         rest, query = split_query(rest)
         if not rest:

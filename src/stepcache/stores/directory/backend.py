@@ -43,7 +43,7 @@ from stepcache import codec
 from stepcache.errors import StoreUnavailableError, UnsafeStoreError
 from stepcache.stores import _fsutil
 from stepcache.stores._keys import KEY_RE
-from stepcache.stores._lockmode import LOCAL_TYPES, LeaseTiming, check_lock, filesystem_of
+from stepcache.stores._lockmode import LeaseTiming, check_lock, shared_fs, split_query
 from stepcache.stores._stats import Counters
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.directory import beneath, trust
@@ -76,26 +76,6 @@ DAMAGED: Final = "damaged/"
 _DEGRADE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
-def split_query(rest: str) -> tuple[str, dict[str, str]]:
-    """Split ``path?lock=MODE`` (the only option a directory spec carries); StoreUnavailableError
-    for anything else.
-
-    >>> split_query("/var/cache/sc?lock=lease")
-    ('/var/cache/sc', {'lock': 'lease'})
-    """
-    path, _, query = rest.partition("?")
-    if not query:
-        return path, {}
-    from urllib.parse import parse_qsl
-
-    options = dict(parse_qsl(query, keep_blank_values=True))
-    if set(options) - {"lock"} or options.get("lock") not in ("auto", "flock", "lease"):
-        raise StoreUnavailableError(
-            f"unknown option in dir://{rest}: a directory spec takes ?lock=auto|flock|lease"
-        )
-    return path, options
-
-
 class DirectoryBackend(Backend):
     """Entry files in a directory tree (see the module docstring), trees kept as files.
 
@@ -124,10 +104,7 @@ class DirectoryBackend(Backend):
         for name, limit in (("max_bytes", max_bytes), ("max_age", max_age)):
             if limit is not None and not limit > 0:
                 raise ValueError(f"{name} must be positive or None, not {limit!r}")
-        text = os.fspath(path)
-        if text.startswith("dir://"):
-            text = text[len("dir://") :]
-        text, query = split_query(text)
+        text, query = split_query(os.fspath(path).removeprefix("dir://"))
         if "lock" in query and lock is not None and lock != query["lock"]:
             raise ValueError(f"dir://{text} says lock={query['lock']}, the options lock={lock}")
         root = os.path.abspath(os.path.expanduser(text))
@@ -141,7 +118,6 @@ class DirectoryBackend(Backend):
         self.shared, self.sweep_after = shared, sweep_after
         self.lease_stale, self.lease_heartbeat = lease_stale, lease_heartbeat
         # Checked before the root is made: a bad option must leave no directory behind.
-        # The locks themselves are made at the first use (see locks): readers never lock.
         check_lock(self.lock_choice)
         self._timing = LeaseTiming(lease_heartbeat or lease_stale / 10, lease_stale)
         self.counters = counters if counters is not None else Counters()
@@ -195,12 +171,8 @@ class DirectoryBackend(Backend):
 
     @functools.cached_property
     def on_shared_fs(self) -> bool:
-        """Whether the store is on a filesystem other machines may serve too (NFS, FUSE...).
-
-        Decided by filesystem type, as ``lock="auto"`` decides (an unknown
-        type counts as shared).
-        """
-        return filesystem_of(self.root)[0] not in LOCAL_TYPES
+        """Whether other machines may serve the store's filesystem too (see ``shared_fs``)."""
+        return shared_fs(self.root)
 
     def options(self) -> dict[str, Any]:
         defaults = {
@@ -274,9 +246,8 @@ class DirectoryBackend(Backend):
 
     def close(self) -> None:
         """Close the kept directory descriptors."""
-        fds = self.__dict__.get("_fds")  # none if nothing was ever written
-        if fds is not None:
-            fds.close()
+        if "_fds" in self.__dict__:  # else nothing was ever written
+            self._fds.close()
 
     def lock(self, key: str, deadline: float) -> contextlib.AbstractContextManager[bool]:
         return self.locks.hold(key, deadline)
