@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import stepcache as sc
+from stepcache.fingerprint import fingerprint, manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,3 +65,64 @@ def test_steps_are_frozen_values() -> None:
     assert hash(Add(2)) == hash(Add(2))
     with pytest.raises(dataclasses.FrozenInstanceError):
         Add().n = 5  # type: ignore[misc]
+
+
+def _twin(cls: type, field: str) -> Any:
+    """A frozen dataclass with ``cls``'s name and one field: what ``cls`` would be as one."""
+    twin = dataclasses.make_dataclass(cls.__name__, [field], frozen=True)
+    twin.__module__, twin.__qualname__ = cls.__module__, cls.__qualname__
+    return twin
+
+
+def test_stepcaches_own_steps_are_keyed_as_frozen_dataclasses_would_be() -> None:
+    as_step, as_chain = _twin(sc.FunctionStep, "fn"), _twin(sc.Chain, "steps")
+    ours = sc.chain(sc.step(str.upper), sc.step(len))
+    theirs = as_chain((as_step(str.upper), as_step(len)))
+    for mode in ("strict", "lenient"):
+        assert fingerprint(ours, mode=mode) == fingerprint(theirs, mode=mode)
+    assert fingerprint(sc.step(str.upper)) == fingerprint(as_step(str.upper))
+    assert manifest(ours, depth=3) == manifest(theirs, depth=3)
+    assert "steps[1].fn" in manifest(ours, depth=3)
+
+
+def test_stepcaches_own_steps_behave_as_frozen_dataclasses(tmp_path: Path) -> None:
+    upper = sc.step(str.upper)
+    assert upper == sc.step(str.upper) != sc.step(str.lower)
+    assert hash(upper) == hash(sc.step(str.upper))
+    assert repr(upper) == f"FunctionStep(fn={str.upper!r})"
+    assert pickle.loads(pickle.dumps(upper)) == upper == copy.deepcopy(upper)
+    assert upper.replace(fn=str.lower)("A") == "a"
+    match upper:
+        case sc.FunctionStep(fn):
+            assert fn is str.upper
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        upper.fn = len  # type: ignore[misc]
+    with pytest.raises(TypeError, match="settings are: fn"):
+        upper.replace(func=len)
+
+    store = sc.DirectoryStore(tmp_path)
+    cached = sc.CachedStep(upper, store, version="1")
+    assert cached == sc.CachedStep(upper, store, "1") != cached.replace(version="2")
+    assert copy.copy(cached) == cached
+    assert repr(cached).startswith("CachedStep(step=FunctionStep(")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cached.version = "2"  # type: ignore[misc]
+    assert cached("ab") == "AB"
+    assert cached.key_for("ab") == copy.copy(cached).key_for("ab")
+    tree = sc.CachedDirStep(upper, store)
+    assert tree.step is upper
+    assert tree == sc.CachedDirStep(upper, store) != sc.CachedStep(upper, store)
+
+
+def test_copying_a_cached_step_does_not_run_its_checks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = sc.DirectoryStore(tmp_path)
+    cached = sc.CachedStep(sc.step(str.upper), store, code=("stepcache.step",))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("__init__ ran again")
+
+    monkeypatch.setattr(sc.CachedStep, "__init__", refuse)
+    assert copy.copy(cached) == cached
+    assert pickle.loads(pickle.dumps(cached)).key_for("ab") == cached.key_for("ab")

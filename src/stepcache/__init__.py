@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from stepcache import _log
 from stepcache.cached import CachedStep
 from stepcache.codec import EntryHeader
 from stepcache.errors import (
@@ -34,10 +33,6 @@ from stepcache.stores._stats import MissRecord, Stats, StepStats
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.base import Store, VerifyResult, validate_key
 from stepcache.stores.directory.store import DirectoryStore
-from stepcache.stores.registry import open_store, register_backend, reset_registry
-
-# Each warning once per process, however many stores report it.
-_log.install()
 
 if TYPE_CHECKING:
     from stepcache._dirstep import CachedDirStep
@@ -45,6 +40,7 @@ if TYPE_CHECKING:
     from stepcache.identity import Toolchain, code_identity, toolchain
     from stepcache.stores.memory import MemoryStore
     from stepcache.stores.redis import RedisStore
+    from stepcache.stores.registry import open_store, register_backend, reset_registry
     from stepcache.stores.s3 import S3Store
     from stepcache.stores.tiered import TieredStore
 
@@ -97,7 +93,8 @@ __all__ = [
 
 
 # Names a `CachedStep` over a directory store does not need: imported on first
-# use, so `import stepcache` stays light (RedisStore would import redis-py).
+# use, so `import stepcache` stays light (RedisStore would import redis-py; the
+# registry behind open_store is not needed to open a DirectoryStore directly).
 _LAZY = {
     "CachedDirStep": "stepcache._dirstep",
     "MemoryStore": "stepcache.stores.memory",
@@ -107,6 +104,9 @@ _LAZY = {
     "TieredStore": "stepcache.stores.tiered",
     "Toolchain": "stepcache.identity",
     "code_identity": "stepcache.identity",
+    "open_store": "stepcache.stores.registry",
+    "register_backend": "stepcache.stores.registry",
+    "reset_registry": "stepcache.stores.registry",
     "toolchain": "stepcache.identity",
 }
 

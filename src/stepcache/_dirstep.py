@@ -6,7 +6,6 @@ build it; ``stepcache.CachedDirStep`` loads it on first use.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from stepcache.cached import CachedStep
 __all__ = ["CachedDirStep"]
 
 
-@dataclasses.dataclass(frozen=True)
 class CachedDirStep(CachedStep):
     """A :class:`CachedStep` for steps that return a new directory (a build tree).
 

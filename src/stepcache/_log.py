@@ -1,4 +1,10 @@
-"""The ``stepcache`` logger: each warning once per process.
+"""The ``stepcache`` logger, loaded on first use, and its each-warning-once filter.
+
+:mod:`logging` costs a few milliseconds of import and most processes never
+log anything, so modules log through :data:`log`, which imports
+:mod:`logging` and looks the ``stepcache`` logger up at its first message.
+Code that configures the logger (handlers, levels, filters) gets it from
+:func:`logger`; either way the logger carries :data:`ONCE`.
 
 A degraded condition (a shared store without a secret, a store that cannot
 be read) is worth one line, not one per store instance: a test session that
@@ -9,27 +15,33 @@ about (a store, a key); exception texts are left out of the key, so the same
 failure with a different errno text is still the same warning.
 
 >>> import logging
->>> log = logging.getLogger("stepcache")
+>>> record = logger().makeRecord("stepcache", logging.WARNING, "", 0, "%s gone", ("a",), None)
 >>> ONCE.reset()
->>> [ONCE.filter(log.makeRecord("stepcache", logging.WARNING, "", 0, "%s gone", ("a",), None))
-...  for _ in range(2)]
+>>> [ONCE.filter(record) for _ in range(2)]
 [True, False]
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["ONCE", "OncePerProcess", "install"]
+if TYPE_CHECKING:
+    import logging
+
+__all__ = ["ONCE", "OncePerProcess", "install", "log", "logger"]
+
+_WARNING = 30  # logging.WARNING, without importing logging
 
 
-class OncePerProcess(logging.Filter):
-    """Lets each warning (template + non-exception arguments) through once; others pass."""
+class OncePerProcess:
+    """Lets each warning (template + non-exception arguments) through once; others pass.
+
+    A logging filter (anything with a ``filter(record)`` method serves as one).
+    """
 
     def __init__(self) -> None:
-        super().__init__()
         self._seen: set[Hashable] = set()
         self._lock = threading.Lock()
 
@@ -41,7 +53,8 @@ class OncePerProcess(logging.Filter):
         return (str(record.msg), named)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING:
+        """Whether ``record`` goes out: below warnings always, a warning the first time."""
+        if record.levelno < _WARNING:
             return True
         key = self.topic(record)
         with self._lock:
@@ -60,8 +73,42 @@ class OncePerProcess(logging.Filter):
 ONCE = OncePerProcess()
 
 
-def install() -> None:
-    """Put :data:`ONCE` on the ``stepcache`` logger (idempotent)."""
-    logger = logging.getLogger("stepcache")
-    if ONCE not in logger.filters:
-        logger.addFilter(ONCE)
+def install(target: logging.Logger | None = None) -> None:
+    """Put :data:`ONCE` on the ``stepcache`` logger (or ``target``); idempotent."""
+    if target is None:
+        import logging
+
+        target = logging.getLogger("stepcache")
+    if ONCE not in target.filters:
+        target.addFilter(ONCE)
+
+
+def logger() -> logging.Logger:
+    """The ``stepcache`` logger, with :data:`ONCE` on it (imports :mod:`logging`)."""
+    import logging
+
+    found = logging.getLogger("stepcache")
+    install(found)
+    return found
+
+
+class _LazyLogger:
+    """Forwards to :func:`logger` at each message: nothing is imported until one is logged."""
+
+    __slots__ = ()
+
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        logger().debug(msg, *args, **kwargs)
+
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        logger().info(msg, *args, **kwargs)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        logger().warning(msg, *args, **kwargs)
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        logger().error(msg, *args, **kwargs)
+
+
+#: what modules log through: ``log.warning(message, *args)`` as on a ``logging.Logger``
+log = _LazyLogger()

@@ -13,30 +13,40 @@ immutability from here.
 ...         self._set(x=x, y=y)
 >>> Point(1) == Point(1, 0), Point(1, 2)
 (True, Point(x=1, y=2))
+
+A class whose slots hold more than its fields (or that keeps caches in a
+``__dict__``) names its fields in ``_fields``; subclasses inherit them.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["Record"]
 
 
 class Record:
-    """Immutable value whose fields are its ``__slots__``, in order."""
+    """Immutable value whose fields are its ``__slots__`` (or ``_fields``), in order."""
 
     __slots__: tuple[str, ...] = ()
+    #: the field names, in order: those given, else the declaring class's own ``__slots__``
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_fields" not in cls.__dict__ and cls.__dict__.get("__slots__"):
+            cls._fields = tuple(cls.__dict__["__slots__"])
 
     def _set(self, **fields: Any) -> None:
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
     def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
+        return tuple(getattr(self, name) for name in self._fields)
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a dict, in order (not recursive)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self._fields}
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
@@ -48,7 +58,7 @@ class Record:
         return hash(self._values())
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
         return f"{type(self).__qualname__}({fields})"
 
     def __setattr__(self, name: str, value: object) -> None:

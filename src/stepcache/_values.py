@@ -5,7 +5,6 @@ Part of :mod:`stepcache.codec`, which re-exports both functions.
 
 from __future__ import annotations
 
-import pickle
 from typing import Any
 
 # Imported by stepcache.codec once these names exist there (see its last line).
@@ -21,6 +20,8 @@ def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
     if type(value) is TreePayload:
         return TREE, bytes(value)
     if codec == "pickle":
+        import pickle
+
         return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     if codec == "safe":
         import json
@@ -71,5 +72,7 @@ def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bo
     if codec_id == PICKLE:
         if not allow_pickle:
             raise CorruptEntry("pickled entry in a store that only accepts the safe codec")
+        import pickle  # here: a process reading only raw or JSON values never needs it
+
         return pickle.loads(payload)
     raise CorruptEntry(f"unknown codec id {codec_id}")

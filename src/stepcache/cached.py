@@ -8,8 +8,6 @@ result computed under the old setting.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -17,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 import xxhash
 
 from stepcache.fingerprint import fingerprint
-from stepcache.step import FunctionStep, StepBase
+from stepcache.step import FieldStep, FunctionStep
 from stepcache.stores.base import MISSING, Store
 
 if TYPE_CHECKING:
@@ -27,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CachedDirStep", "CachedStep", "MissReport", "default_label"]
 
-log = logging.getLogger("stepcache")
 _KEY_VERSION = "stepcache.CachedStep/1"
 _MANIFEST_FILES = 200  # per declared module: enough to name the edited file
 
@@ -93,13 +90,14 @@ class _EntryInfo(Mapping[str, Any]):
         return len(self._full())
 
 
-@dataclasses.dataclass(frozen=True)
-class CachedStep(StepBase):
+class CachedStep(FieldStep):
     """Wrap ``step`` so its results are kept in ``store``.
 
     ``replace(**changes)`` replaces this wrapper's own fields and forwards
     every other name to the wrapped step's ``replace``, so settings meant for
-    the inner step work through the cache (and change its key).
+    the inner step work through the cache (and change its key). Like the
+    other steps stepcache makes, it is a frozen value (see
+    :class:`~stepcache.step.FieldStep`).
 
     >>> import dataclasses, stepcache as sc
     >>> @dataclasses.dataclass(frozen=True)
@@ -115,30 +113,44 @@ class CachedStep(StepBase):
     ('lap', True)
     """
 
+    # No __slots__: the cached properties below live in the instance's __dict__.
+    _fields = ("step", "store", "version", "key", "code", "toolchain", "label", "timeout")
     step: Callable[[Any], Any]
     store: Store
-    version: str = ""
-    key: Callable[[Any], str] = fingerprint
-    code: tuple[str, ...] = ()
-    toolchain: Toolchain | None = None
-    label: Callable[[Any], str] | None = None
-    timeout: float | None = None
+    version: str
+    key: Callable[[Any], str]
+    code: tuple[str, ...]
+    toolchain: Toolchain | None
+    label: Callable[[Any], str] | None
+    timeout: float | None
 
-    def __post_init__(self) -> None:
-        code: object = self.code
-        if isinstance(code, str):  # a single module name is a common slip
-            code = (code,)
-        if code:  # checked now: a misspelled module would never re-key anything
+    def __init__(
+        self,
+        step: Callable[[Any], Any],
+        store: Store,
+        version: str = "",
+        key: Callable[[Any], str] = fingerprint,
+        code: tuple[str, ...] = (),
+        toolchain: Toolchain | None = None,
+        label: Callable[[Any], str] | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        given: object = code
+        if isinstance(given, str):  # a single module name is a common slip
+            given = (given,)
+        if given:  # checked now: a misspelled module would never re-key anything
             from stepcache.identity import code_modules
 
-            object.__setattr__(self, "code", code_modules(cast("tuple[str, ...]", code)))
-        if not callable(self.step):
-            raise TypeError(f"CachedStep needs a callable step, got {type(self.step).__name__}")
-        if not isinstance(self.store, Store):
+            code = code_modules(cast("tuple[str, ...]", given))
+        if not callable(step):
+            raise TypeError(f"CachedStep needs a callable step, got {type(step).__name__}")
+        if not isinstance(store, Store):
             raise TypeError(
-                f"CachedStep needs a stepcache Store, got {type(self.store).__name__}; "
+                f"CachedStep needs a stepcache Store, got {type(store).__name__}; "
                 "use stepcache.open_store(...)"
             )
+        self._set(step=step, store=store, version=version, key=key, code=code,
+                  toolchain=toolchain, label=label, timeout=timeout)  # fmt: skip
 
     @cached_property
     def name(self) -> str:
@@ -231,7 +243,7 @@ class CachedStep(StepBase):
 
     def replace(self, **changes: Any) -> CachedStep:
         """Replace own fields; forward every other name to the wrapped step's ``replace``."""
-        own_names = {f.name for f in dataclasses.fields(self)}
+        own_names = set(self._fields)
         own = {k: v for k, v in changes.items() if k in own_names}
         inner = {k: v for k, v in changes.items() if k not in own_names}
         if inner:
@@ -250,7 +262,7 @@ class CachedStep(StepBase):
                     f"not a CachedStep field ({', '.join(sorted(own_names))}), and the wrapped "
                     f"{type(self.step).__name__} refused it: {exc}"
                 ) from exc
-        return dataclasses.replace(self, **own)
+        return self._replaced(own)
 
 
 def __getattr__(name: str) -> object:

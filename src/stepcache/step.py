@@ -15,15 +15,23 @@ variant::
     6
     >>> sc.chain(Scale(), sc.step(str))(21)
     '42'
+
+The steps stepcache makes itself (:func:`step`, :func:`chain`,
+:class:`~stepcache.CachedStep`) behave as frozen dataclasses do (fields,
+equality, hashing, ``repr``, pickling, ``replace()``, keys) but are plain
+classes (:class:`FieldStep`): building a dataclass, and importing
+:mod:`dataclasses` with :mod:`inspect`, would cost every ``import stepcache``
+a few milliseconds.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Chain", "FunctionStep", "NamedSteps", "Step", "StepBase", "chain", "step"]
+from stepcache._record import Record
+
+__all__ = ["Chain", "FieldStep", "FunctionStep", "NamedSteps", "Step", "StepBase", "chain", "step"]
 
 _T = TypeVar("_T")
 _S = TypeVar("_S", bound="StepBase")
@@ -45,7 +53,14 @@ class Step(Protocol):
 
 
 def _setting_names(obj: object) -> list[str]:
-    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+    listed = getattr(type(obj), "__stepcache_fields__", None)
+    if listed is not None:
+        return list(listed)
+    if not hasattr(type(obj), "__dataclass_fields__"):  # dataclasses.is_dataclass
+        return []
+    import dataclasses  # loaded: obj is a dataclass
+
+    return [f.name for f in dataclasses.fields(obj)]  # type: ignore[arg-type]
 
 
 class StepBase:
@@ -76,6 +91,11 @@ class StepBase:
                 f"{type(self).__name__}.replace() got unknown setting(s) "
                 f"{', '.join(map(repr, unknown))}; its settings are: {', '.join(known) or 'none'}"
             )
+        return self._replaced(changes)
+
+    def _replaced(self: _S, changes: dict[str, Any]) -> _S:
+        import dataclasses  # loaded: subclasses are dataclasses
+
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
     def chain(self, *others: Callable[[Any], Any]) -> Chain:
@@ -84,15 +104,65 @@ class StepBase:
         return chain(first, *others)
 
 
-@dataclasses.dataclass(frozen=True)
-class FunctionStep(StepBase):
+def _rebuild(cls: type[FieldStep], values: tuple[Any, ...]) -> FieldStep:
+    """Unpickle a :class:`FieldStep`: its fields set as they were, ``__init__`` not run again."""
+    obj = cls.__new__(cls)
+    obj._set(**dict(zip(cls._fields, values, strict=True)))
+    return obj
+
+
+class FieldStep(Record, StepBase):
+    """Base of stepcache's own steps: a frozen value keyed and compared by its fields.
+
+    It behaves as a frozen dataclass would: the fields (``_fields``) are
+    compared, hashed, shown by ``repr``, pickled (without running
+    ``__init__`` again) and keyed by :func:`~stepcache.fingerprint` exactly
+    as a dataclass with those fields is; assigning one raises
+    :class:`dataclasses.FrozenInstanceError`; ``replace()`` makes a variant.
+    ``dataclasses.fields()`` and ``dataclasses.replace()`` do not apply.
+    """
+
+    __slots__ = ()
+    #: the fields :func:`~stepcache.fingerprint` keys instances by, as a dataclass's
+    __stepcache_fields__: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.__stepcache_fields__ = cls._fields
+        cls.__match_args__ = cls._fields  # type: ignore[attr-defined,misc]  # as dataclasses have
+
+    def __setattr__(self, name: str, value: object) -> None:
+        import dataclasses  # on the error path only
+
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        import dataclasses
+
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self._values())
+
+    def _replaced(self: _F, changes: dict[str, Any]) -> _F:
+        return type(self)(**{**self.as_dict(), **changes})
+
+
+_F = TypeVar("_F", bound=FieldStep)
+
+
+class FunctionStep(FieldStep):
     """A plain function used as a step; made by :func:`step`.
 
     Its identity (and so its cache key) is the function's module and
     qualified name.
     """
 
+    __slots__ = ("fn",)
     fn: Callable[[Any], Any]
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self._set(fn=fn)
 
     def __call__(self, inp: Any, /) -> Any:
         return self.fn(inp)
@@ -118,11 +188,14 @@ def step(fn: Callable[[Any], Any]) -> FunctionStep:
     return FunctionStep(fn)
 
 
-@dataclasses.dataclass(frozen=True)
-class Chain(StepBase):
+class Chain(FieldStep):
     """Steps run one after another, each output feeding the next; made by :func:`chain`."""
 
+    __slots__ = ("steps",)
     steps: tuple[Callable[[Any], Any], ...]
+
+    def __init__(self, steps: tuple[Callable[[Any], Any], ...]) -> None:
+        self._set(steps=steps)
 
     def __call__(self, inp: Any, /) -> Any:
         for s in self.steps:
@@ -164,10 +237,11 @@ class NamedSteps(StepBase):
     """
 
     def __call__(self, inp: Any, /) -> Any:
-        if not dataclasses.is_dataclass(type(self)):
+        names = _setting_names(self)
+        if not names and not hasattr(type(self), "__dataclass_fields__"):
             raise TypeError(f"{type(self).__name__} must be a @dataclasses.dataclass")
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
-            stage = getattr(self, f.name)
+        for name in names:
+            stage = getattr(self, name)
             if stage is not None:
                 inp = stage(inp)
         return inp

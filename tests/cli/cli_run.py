@@ -12,6 +12,7 @@ from typing import Any
 # Imports everything first: the interpreter's own files may be private to root.
 AS_USER = """
 import os, sys
+import fcntl, pickle, random, shutil  # stepcache imports them on first use
 import rich.console, rich.progress, rich.table
 from stepcache.cli import _app, _demo, _explain_cmd, _inspect, _maintain, _render
 uid = int(sys.argv.pop(1))

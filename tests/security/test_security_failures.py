@@ -177,6 +177,7 @@ CHILD = textwrap.dedent(
     from stepcache.stores.directory import DirectoryStore
     from stepcache.testing import key
     import stepcache.cached, stepcache.fingerprint, stepcache.stores.artifacts  # before setuid
+    import fcntl, logging, pickle, shutil  # stepcache imports them on first use
 
     root, src = sys.argv[1], Path(sys.argv[2])
     os.setgid(int(sys.argv[3]))

@@ -24,7 +24,7 @@ from stepcache.stores.directory import DirectoryStore, statsfiles
 from stepcache.testing import key
 
 MONTHS_AGO = time.time() - 90 * 86400
-DEAD = f"{_fsutil.HOST}-999999-1-0"  # the stats file name of an exited process
+DEAD = f"{_fsutil.host()}-999999-1-0"  # the stats file name of an exited process
 COUNTERS = {"hits": 1000, "misses": 0, "writes": 0, "errors": 0, "evictions": 0}
 
 

@@ -45,7 +45,7 @@ def outside(tmp_path: Path) -> Path:
         "precious.txt": b"keep me",
         "poetry.lock": b"pinned",
         "old-notes.md": b"written long ago",
-        f"{_fsutil.HOST}-999999-1-00ff.tmp": b"looks like a stale temp file",
+        f"{_fsutil.host()}-999999-1-00ff.tmp": b"looks like a stale temp file",
         f"{K[2:4]}/{K}": b"looks like an entry",
         f"{K[2:4]}/{K}.d/lib.so": b"looks like an artifact",
     }

@@ -9,11 +9,18 @@ not be readable by the new user. Imports no pytest.
 
 from __future__ import annotations
 
-# Imported on first use by a store with a secret; after switching users a
-# child could no longer import them (the interpreter's files are root's).
+# Imported on first use by stepcache (a store with a secret, the first lock, a
+# pickled value, a warning...); after switching users a child could no longer
+# import them (the interpreter's files are root's).
+import fcntl  # noqa: F401
 import hashlib  # noqa: F401
 import hmac  # noqa: F401
+import json  # noqa: F401
+import logging  # noqa: F401
 import os
+import pickle  # noqa: F401
+import random  # noqa: F401
+import shutil  # noqa: F401
 import stat
 import time
 from pathlib import Path

@@ -231,10 +231,10 @@ def test_prune_sweeps_leftovers_of_dead_writers(tmp_path: Path) -> None:
     pid = w.dead_pid()
     me = _fsutil.parse_owner(_fsutil.temp_name())
     assert me is not None
-    (tmp / f"{_fsutil.HOST}-{pid}-{me.start}-00ff.tmp").write_bytes(b"half an entry")
-    (tmp / f"{_fsutil.HOST}-{pid}-{me.start}-0aff.dir").mkdir()
+    (tmp / f"{_fsutil.host()}-{pid}-{me.start}-00ff.tmp").write_bytes(b"half an entry")
+    (tmp / f"{_fsutil.host()}-{pid}-{me.start}-0aff.dir").mkdir()
     # This pid, but another start time: a dead process whose pid was reused.
-    (tmp / f"{_fsutil.HOST}-{me.pid}-{me.start + 1}-0cff.tmp").write_bytes(b"recycled")
+    (tmp / f"{_fsutil.host()}-{me.pid}-{me.start + 1}-0cff.tmp").write_bytes(b"recycled")
     live = _fsutil.temp_name()
     (tmp / live).write_bytes(b"being written")
     result = store.prune()

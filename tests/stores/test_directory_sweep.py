@@ -48,7 +48,7 @@ def names(tmp: Path) -> set[str]:
 
 def advance_filesystem_clock(store: DirectoryStore, seconds: float) -> None:
     """Make the last sweep look ``seconds`` later in the filesystem's time (its record's mtime)."""
-    record = store.path / "tmp" / (_sweep.RECORD + _owner.HOST)
+    record = store.path / "tmp" / (_sweep.RECORD + _owner.host())
     st = record.stat()
     os.utime(record, (st.st_atime, st.st_mtime + seconds))
 
@@ -61,7 +61,7 @@ def test_another_hosts_temp_work_is_kept_however_old_its_times_look(tmp_path: Pa
     for _ in range(3):
         assert store.prune().swept == 0
     assert names(tmp) == work
-    assert (tmp / _sweep.RECORD).with_name(_sweep.RECORD + _owner.HOST).exists()
+    assert (tmp / _sweep.RECORD).with_name(_sweep.RECORD + _owner.host()).exists()
 
 
 def test_another_hosts_temp_work_goes_after_sweep_after_of_filesystem_time(
@@ -76,14 +76,14 @@ def test_another_hosts_temp_work_goes_after_sweep_after_of_filesystem_time(
     advance_filesystem_clock(store, 1800)
     assert store.prune().swept == 0
     advance_filesystem_clock(store, 3600)
-    record = tmp / (_sweep.RECORD + _owner.HOST)
+    record = tmp / (_sweep.RECORD + _owner.host())
     before = (record.read_bytes(), record.stat().st_mtime_ns)
     assert store.prune(dry_run=True).swept == 2
     assert len(names(tmp)) == 2  # a dry run removes nothing
     assert (record.read_bytes(), record.stat().st_mtime_ns) == before  # nor writes
     assert store.prune().swept == 2
     assert names(tmp) == set()
-    assert not (tmp / (_sweep.RECORD + _owner.HOST)).exists()  # nothing left to watch
+    assert not (tmp / (_sweep.RECORD + _owner.host())).exists()  # nothing left to watch
 
 
 def test_a_change_restarts_the_count(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_this_hosts_live_writer_keeps_its_temp_work_and_a_recycled_pid_does_not(
     live = tmp / f"{_owner.owner_tag()}-00aa.dir"
     live.mkdir()
     os.utime(live, (MONTHS_AGO, MONTHS_AGO))
-    recycled = tmp / f"{_owner.HOST}-{me.pid}-{me.start + 7}-00bb.tmp"
+    recycled = tmp / f"{_owner.host()}-{me.pid}-{me.start + 7}-00bb.tmp"
     recycled.write_bytes(b"left by an earlier process with this pid")
     assert store.prune().swept == 1
     assert store.prune().swept == 0
@@ -173,7 +173,7 @@ def test_a_sweeper_whose_clock_is_a_day_ahead_removes_no_live_work(tmp_path: Pat
     orphan.mkdir(parents=True)  # a put_dir about to write its entry
     before = names(tmp)
     # This host (the same host id), a day ahead.
-    machine = Machine(store.path, _owner.HOST, clock="+1d")
+    machine = Machine(store.path, _owner.host(), clock="+1d")
     done = subprocess.run(
         machine.command([sys.executable, "-c", SWEEPER, str(store.path)]),
         capture_output=True,
@@ -196,11 +196,11 @@ def test_temp_and_stats_names_carry_host_pid_and_start_time(tmp_path: Path) -> N
     store.flush()
     (stats,) = os.listdir(store.path / "stats")
     owner = _owner.parse_owner(stats)
-    assert owner == (_owner.HOST, os.getpid(), _owner.start_time(os.getpid()))
+    assert owner == (_owner.host(), os.getpid(), _owner.start_time(os.getpid()))
 
 
 def test_the_host_identity_comes_from_the_environment_when_given() -> None:
-    code = "from stepcache.stores import _owner; print(_owner.HOST)"
+    code = "from stepcache.stores import _owner; print(_owner.host())"
     env = {**os.environ, "STEPCACHE_HOST_ID": "rack 7/node-3"}
     done = subprocess.run(
         [sys.executable, "-c", code],
@@ -220,7 +220,7 @@ def test_the_host_identity_comes_from_the_environment_when_given() -> None:
         env=env,
         check=True,
     )
-    assert done.stdout.strip() == _owner.HOST != "rack_7_node-3"
+    assert done.stdout.strip() == _owner.host() != "rack_7_node-3"
 
 
 @pytest.mark.parametrize("content", [b"", b"{torn", b"[1, 2]", b'{"tmp/x": 3}'])
@@ -229,6 +229,6 @@ def test_a_damaged_record_only_restarts_the_count(tmp_path: Path, content: bytes
     tmp = store.path / "tmp"
     foreign(tmp, 1)
     assert store.prune().swept == 0
-    (tmp / (_sweep.RECORD + _owner.HOST)).write_bytes(content)
+    (tmp / (_sweep.RECORD + _owner.host())).write_bytes(content)
     assert store.prune().swept == 0  # seen afresh
     assert store.prune().swept == 1

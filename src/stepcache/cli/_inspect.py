@@ -14,6 +14,7 @@ from typing import Any
 import click
 from rich.console import RenderableType
 
+from stepcache import _log
 from stepcache.cli import _render, _sizes
 from stepcache.cli._app import EXIT_USAGE, CliError, Session, json_option, pass_session
 from stepcache.cli._options import duration, label_option, select_headers, size, step_option
@@ -218,7 +219,7 @@ def _value_summary(store: Store, key: str) -> dict[str, Any]:
         why.append(str(record.args[-1]) if isinstance(record.args, tuple) else "")
         return False
 
-    logger = logging.getLogger("stepcache")
+    logger = _log.logger()
     logger.filters.insert(0, hold)
     try:
         value = store.get(key, unreadable)

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Iterator
 from typing import Final
 
+from stepcache import _log
+
 __all__ = ["cli_words", "set_debug", "warnings_shown"]
 
 # (Python spelling, CLI spelling), most specific first.
@@ -53,7 +55,7 @@ class _CliFormatter(logging.Formatter):
 @contextlib.contextmanager
 def warnings_shown() -> Iterator[None]:
     """Print the library's warnings on stderr, in CLI spelling, while the block runs."""
-    logger = logging.getLogger("stepcache")
+    logger = _log.logger()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_CliFormatter())
     logger.addHandler(handler)
@@ -67,7 +69,7 @@ def warnings_shown() -> Iterator[None]:
 
 def set_debug() -> None:
     """``--debug``: the library's info messages too, and the tracebacks of logged errors."""
-    logger = logging.getLogger("stepcache")
+    logger = _log.logger()
     logger.setLevel(logging.DEBUG)
     for handler in logger.handlers:
         if isinstance(handler.formatter, _CliFormatter):

@@ -18,7 +18,9 @@ Rules, per kind of value:
 * dataclasses: by type (module and qualified name), then each field's name
   and value in declaration order; a field made with
   ``field(fingerprint=False)`` (metadata ``{"stepcache.fingerprint": False}``)
-  is left out. Named tuples: type, field names, items.
+  is left out. The steps :func:`stepcache.step` and :func:`stepcache.chain`
+  make are keyed the same way (by their fields ``fn`` and ``steps``), though
+  they are not dataclasses. Named tuples: type, field names, items.
 * enums: type and member name. Paths (``pathlib.PurePath`` and subclasses):
   flavour and string. Classes: module and qualified name. Modules: name.
   ``Ellipsis``, ``NotImplemented``, ``range`` and ``slice`` are supported.
@@ -58,7 +60,6 @@ True
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from stepcache.fingerprint._encode import fingerprint
@@ -95,6 +96,8 @@ def field(*, fingerprint: bool = True, **kwargs: Any) -> Any:
     >>> fingerprint(Options(2, ["a"])) == fingerprint(Options(2, []))
     True
     """
+    import dataclasses  # here: a program defining dataclasses has imported it anyway
+
     if not fingerprint:
         metadata = dict(kwargs.pop("metadata", None) or {})
         metadata[METADATA_KEY] = False

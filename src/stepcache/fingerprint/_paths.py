@@ -8,13 +8,12 @@ short digest, ``[#1f2e3d4c5b6a]``, so paths are stable across processes.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from typing import Any
 
 from stepcache.fingerprint import _registry
 from stepcache.fingerprint._encode import fingerprint
-from stepcache.fingerprint._resolve import fingerprinted_fields
+from stepcache.fingerprint._resolve import keyed_fields
 
 _SCALARS = (str, int, float, bool, type(None), bytes)
 _SEPARATORS = ".[{"
@@ -44,9 +43,9 @@ def ancestors(path: str) -> list[str]:
     return ["", *found] if path else []
 
 
-def expandable_dataclass(cls: type) -> bool:
-    """Whether instances of ``cls`` are keyed by their fields (a dataclass without a hook)."""
-    return dataclasses.is_dataclass(cls) and _registry.custom_standin(cls) is None
+def expandable_fields(cls: type) -> tuple[str, ...] | None:
+    """The fields instances of ``cls`` are keyed by (a dataclass without a hook), or ``None``."""
+    return keyed_fields(cls) if _registry.custom_standin(cls) is None else None
 
 
 def _first(pair: tuple[str, Any]) -> str:
@@ -66,8 +65,9 @@ def children(value: Any, mode: str = "strict") -> list[tuple[str, Any]] | None:
         return sorted(((f"[{label(k, mode)}]", v) for k, v in value.items()), key=_first)
     if cls is set or cls is frozenset:
         return sorted((("{" + label(e, mode) + "}", e) for e in value), key=_first)
-    if expandable_dataclass(cls):
-        return [(f".{name}", getattr(value, name)) for name in fingerprinted_fields(cls)]
+    names = expandable_fields(cls)
+    if names is not None:
+        return [(f".{name}", getattr(value, name)) for name in names]
     return None
 
 
@@ -78,8 +78,13 @@ def _any_children(value: Any) -> list[tuple[str, Any]]:
         return [(f"{{{e!r}}}", e) for e in value]
     if isinstance(value, (tuple, list)):
         return [(f"[{i}]", item) for i, item in enumerate(value)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if not isinstance(value, type) and hasattr(value, "__dataclass_fields__"):
+        import dataclasses  # loaded: the value is a dataclass
+
         return [(f".{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
+    listed = getattr(type(value), "__stepcache_fields__", None)
+    if listed is not None:
+        return [(f".{name}", getattr(value, name)) for name in listed]
     attributes = getattr(value, "__dict__", None)
     if isinstance(attributes, dict):
         return [(f".{k}", v) for k, v in attributes.items()]

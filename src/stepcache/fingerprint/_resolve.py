@@ -3,11 +3,15 @@
 Lookups are cached per exact type and mode; the caches are dropped when the
 registry changes. Dataclasses get a compact description instead of a handler
 because the walker encodes them inline (they are most nodes of an IR tree).
+A class listing its fields in ``__stepcache_fields__`` (stepcache's own
+steps, which are not dataclasses so that importing stepcache builds none) is
+keyed exactly as a dataclass with those fields would be.
+:mod:`dataclasses` is never imported here: a dataclass exists only once its
+program has imported it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import operator
 import pathlib
@@ -47,16 +51,24 @@ def _no_fields(obj: Any) -> tuple[()]:
     return ()
 
 
-def fingerprinted_fields(cls: type) -> tuple[str, ...]:
-    """Names of the fields of dataclass ``cls`` that take part in its key, in order."""
+def keyed_fields(cls: type) -> tuple[str, ...] | None:
+    """Names of the fields that key instances of ``cls``, in order, if it is keyed like a
+    dataclass (else ``None``): a dataclass's, less those marked ``fingerprint=False``, or
+    the ``__stepcache_fields__`` a class lists."""
+    listed = getattr(cls, "__stepcache_fields__", None)
+    if listed is not None:
+        return tuple(listed)
+    if not hasattr(cls, "__dataclass_fields__"):  # dataclasses.is_dataclass, without importing
+        return None
+    import dataclasses
+
     return tuple(
         f.name for f in dataclasses.fields(cls) if f.metadata.get(METADATA_KEY, True) is not False
     )
 
 
-def dataclass_info(cls: type) -> DataclassInfo:
-    """Build the cached encoding of dataclass ``cls``."""
-    names = fingerprinted_fields(cls)
+def dataclass_info(cls: type, names: tuple[str, ...]) -> DataclassInfo:
+    """Build the cached encoding of ``cls``, keyed by its fields ``names`` (see keyed_fields)."""
     tag = tk.type_tag(b"dataclass", cls, names)
     if not names:
         return DataclassInfo(tag, _no_fields, 0)
@@ -109,8 +121,9 @@ class Tables:
             return numpy
         if issubclass(cls, enum.Enum):
             return _handlers.enum_handler(cls)
-        if dataclasses.is_dataclass(cls):
-            info = dataclass_info(cls)
+        names = keyed_fields(cls)
+        if names is not None:
+            info = dataclass_info(cls, names)
             self.dataclasses[cls] = info
             return _dataclass_handler(info)
         if issubclass(cls, type):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
-import logging
 import os
 import sys
 import threading
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import PurePath
 from typing import Any, Final
 
+from stepcache._log import log
 from stepcache.errors import StepCacheError
 from stepcache.fingerprint import fingerprint
 from stepcache.stores.base import MISSING, Store
@@ -44,7 +44,6 @@ __all__ = [
     "install_hint",
 ]
 
-log = logging.getLogger("stepcache")
 
 #: Environment variable naming the store spec ("1" for the default store).
 ENV_VAR: Final = "STEPCACHE_GT4PY"

@@ -8,15 +8,14 @@ single flight, artifact trees and ``verify``.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import Any, Final, TypeVar
 
 from stepcache import codec
+from stepcache._log import log
 from stepcache.errors import ReadOnlyStoreError, StoreUnavailableError
 from stepcache.stores._flight import Flights
 from stepcache.stores._keys import MISSING, is_key, resolve_secret, validate_key
@@ -25,7 +24,6 @@ from stepcache.stores.backend import Backend
 
 __all__ = ["DEFAULT_LOCK_TIMEOUT", "MISSING", "STORE_OPTIONS", "StoreCore", "validate_key"]
 
-log = logging.getLogger("stepcache")
 _T = TypeVar("_T")
 DEFAULT_LOCK_TIMEOUT: Final = 600.0
 STORE_OPTIONS: Final = ("read_only", "secret", "codec", "lock_timeout")
@@ -372,6 +370,8 @@ class StoreCore(MutableMapping[str, Any]):
         artifacts = sys.modules.get("stepcache.stores.artifacts")
         scratch = None if artifacts is None else artifacts.scratch_dir(create=False)
         if scratch is not None:
+            import shutil  # here: only cleaning up needs it
+
             shutil.rmtree(scratch / f"{id(self):x}", ignore_errors=True)
 
     def __enter__(self: _S) -> _S:

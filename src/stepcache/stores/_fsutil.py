@@ -26,12 +26,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stepcache.stores._owner import HOST, owner_alive, owner_tag, parse_owner, pid_alive
+from stepcache.stores._owner import host, owner_alive, owner_tag, parse_owner, pid_alive
 from stepcache.stores.directory.beneath import (
     DIR_FLAGS,
     NEW_FILE,
@@ -45,13 +44,15 @@ from stepcache.stores.directory.beneath import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from stepcache.stores._dirfds import DirFds
 
 __all__ = [
-    "HOST",
     "copy_tree",
     "discard_dir",
     "fsync_dir",
+    "host",
     "make_dirs",
     "owner_is_dead",
     "owner_tag",
@@ -66,17 +67,26 @@ __all__ = [
 
 
 class _Names:
-    """Per-process temp name prefix: the owner tag and a random part, renewed in a forked child."""
+    """Per-process temp name prefix: the owner tag and a random part, renewed in a forked child.
+
+    Made at the first temp name, not at import: the owner tag reads ``/proc``.
+    """
 
     def __init__(self) -> None:
-        self.renew()
-        os.register_at_fork(after_in_child=self.renew)
+        self.state: tuple[str, Iterator[int]] | None = None
+        os.register_at_fork(after_in_child=self.forget)
 
-    def renew(self) -> None:
-        # Random per process, counted per name: no getpid or getrandom per write,
-        # and names nobody can predict to plant a file under one.
-        self.prefix = f"{owner_tag()}-{os.urandom(4).hex()}"
-        self.serial = itertools.count()
+    def forget(self) -> None:
+        self.state = None
+
+    def next(self, suffix: str) -> str:
+        # One attribute, so a prefix is never paired with another prefix's counter.
+        state = self.state
+        if state is None:
+            # Random per process, counted per name: no getpid or getrandom per write,
+            # and names nobody can predict to plant a file under one.
+            state = self.state = (f"{owner_tag()}-{os.urandom(4).hex()}", itertools.count())
+        return f"{state[0]}{next(state[1]):x}{suffix}"
 
 
 _names = _Names()
@@ -88,7 +98,7 @@ def temp_name(suffix: str = ".tmp") -> str:
     >>> parse_owner(temp_name()).pid == os.getpid()
     True
     """
-    return f"{_names.prefix}{next(_names.serial):x}{suffix}"
+    return _names.next(suffix)
 
 
 def owner_is_dead(name: str) -> bool:
@@ -266,11 +276,15 @@ def publish_dir(
             rename_beneath(tmp, dest, durable=durable)
     except OSError:
         if os.path.isdir(dest):
+            import shutil  # here: only cleaning up needs it
+
             shutil.rmtree(tmp, ignore_errors=True)
             return False
         if restore is not None and not os.path.lexists(restore):
             with contextlib.suppress(OSError):
                 os.rename(tmp, restore)
+        import shutil
+
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return True

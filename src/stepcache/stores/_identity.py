@@ -29,7 +29,7 @@ import xxhash
 __all__ = ["host_id", "owner_id", "parse_owner_id", "process_start", "same_host_dead"]
 
 ENV_HOST_ID: Final = "STEPCACHE_HOST_ID"
-_SAFE: Final = re.compile(r"[^A-Za-z0-9._-]")
+_UNSAFE: Final = r"[^A-Za-z0-9._-]"  # compiled at first use (re caches it)
 
 
 @functools.cache
@@ -42,7 +42,7 @@ def _machine_host_id() -> str:
         except OSError:
             continue
     if not parts:  # no machine id: the hostname is the best there is
-        return _SAFE.sub("_", os.uname().nodename or "localhost")[:32]
+        return re.sub(_UNSAFE, "_", os.uname().nodename or "localhost")[:32]
     return xxhash.xxh3_128_hexdigest(b"\0".join(parts))[:16]
 
 
@@ -54,7 +54,7 @@ def host_id() -> str:
     """
     env = os.environ.get(ENV_HOST_ID)
     if env:
-        return _SAFE.sub("_", env)[:64]
+        return re.sub(_UNSAFE, "_", env)[:64]
     return _machine_host_id()
 
 

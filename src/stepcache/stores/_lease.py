@@ -25,8 +25,6 @@ The protocol, its invariants and what each failure means are specified in
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import os
 import threading
 import time
@@ -34,6 +32,7 @@ from collections.abc import Callable
 from typing import Final
 
 from stepcache.stores import _identity
+from stepcache.stores._lockmode import LeaseTiming
 
 __all__ = ["Held", "LeaseTiming", "Leases", "Watch", "waiting"]
 
@@ -47,33 +46,10 @@ _MAX_DEPTH: Final = 8  # claims of claims: one level per process that died mid-t
 _MAX_EMPTY_FAILURES: Final = 50
 
 
-@dataclasses.dataclass(frozen=True)
-class LeaseTiming:
-    """How often a holder beats (``heartbeat``) and how long a silent lease lives (``stale_after``).
-
-    Both are durations on each process's own monotonic clock; no two clocks
-    are ever compared. ``stale_after`` must exceed the longest pause a live
-    holder's heartbeat thread can suffer, with a wide margin.
-    """
-
-    heartbeat: float = 3.0
-    stale_after: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.heartbeat * 2 <= self.stale_after:
-            raise ValueError(
-                f"lease heartbeat ({self.heartbeat}) must be positive and at most half of "
-                f"stale_after ({self.stale_after})"
-            )
-
-    @property
-    def poll(self) -> float:
-        """Longest sleep of a waiter between two looks at a lease."""
-        return min(self.heartbeat / 2, 0.02)
-
-
 def digest(data: bytes) -> str:
     """Short name of a record (claims are named after the record they replace)."""
+    import hashlib  # OpenSSL: a few ms of import, for lease files only
+
     return hashlib.sha256(data).hexdigest()[:24]
 
 

@@ -22,7 +22,21 @@ import os
 import re
 from typing import Final
 
-__all__ = ["ENV_LOCK", "LOCAL_TYPES", "MODES", "filesystem_of", "requested_mode", "resolve_mode"]
+from stepcache._record import Record
+from stepcache.errors import StoreUnavailableError
+
+__all__ = [
+    "ENV_LOCK",
+    "LOCAL_TYPES",
+    "MODES",
+    "LeaseTiming",
+    "check_lock",
+    "filesystem_of",
+    "requested_mode",
+    "resolve_mode",
+    "shared_fs",
+    "split_query",
+]
 
 MODES: Final = ("auto", "flock", "lease")
 ENV_LOCK: Final = "STEPCACHE_LOCK"
@@ -33,7 +47,39 @@ LOCAL_TYPES: Final = frozenset(
         "f2fs", "jfs", "reiserfs", "bcachefs", "nilfs2", "hfsplus", "apfs", "vfat", "exfat",
     }
 )  # fmt: skip
-_ESCAPE: Final = re.compile(r"\\([0-7]{3})")
+_ESCAPE: Final = r"\\([0-7]{3})"  # compiled at the first lock (re caches it)
+
+
+class LeaseTiming(Record):
+    """How often a holder beats (``heartbeat``) and how long a silent lease lives (``stale_after``).
+
+    Both are durations on each process's own monotonic clock; no two clocks
+    are ever compared. ``stale_after`` must exceed the longest pause a live
+    holder's heartbeat thread can suffer, with a wide margin.
+    """
+
+    __slots__ = ("heartbeat", "stale_after")
+    heartbeat: float
+    stale_after: float
+
+    def __init__(self, heartbeat: float = 3.0, stale_after: float = 30.0) -> None:
+        if not 0 < heartbeat * 2 <= stale_after:
+            raise ValueError(
+                f"lease heartbeat ({heartbeat}) must be positive and at most half of "
+                f"stale_after ({stale_after})"
+            )
+        self._set(heartbeat=heartbeat, stale_after=stale_after)
+
+    @property
+    def poll(self) -> float:
+        """Longest sleep of a waiter between two looks at a lease."""
+        return min(self.heartbeat / 2, 0.02)
+
+
+def check_lock(lock: str | None) -> None:
+    """Raise :class:`ValueError` unless ``lock`` is ``None`` or one of :data:`MODES`."""
+    if lock is not None and lock not in MODES:
+        raise ValueError(f"lock must be one of {', '.join(MODES)}, not {lock!r}")
 
 
 def requested_mode(lock: str | None) -> tuple[str, str]:
@@ -52,8 +98,28 @@ def requested_mode(lock: str | None) -> tuple[str, str]:
     return lock, source
 
 
+def split_query(rest: str) -> tuple[str, dict[str, str]]:
+    """Split ``path?lock=MODE`` (the only option a directory spec carries); StoreUnavailableError
+    for anything else.
+
+    >>> split_query("/var/cache/sc?lock=lease")
+    ('/var/cache/sc', {'lock': 'lease'})
+    """
+    path, _, query = rest.partition("?")
+    if not query:
+        return path, {}
+    from urllib.parse import parse_qsl
+
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    if set(options) - {"lock"} or options.get("lock") not in MODES:
+        raise StoreUnavailableError(
+            f"unknown option in dir://{rest}: a directory spec takes ?lock={'|'.join(MODES)}"
+        )
+    return path, options
+
+
 def _unescape(field: str) -> str:
-    return _ESCAPE.sub(lambda m: chr(int(m[1], 8)), field)
+    return re.sub(_ESCAPE, lambda m: chr(int(m[1], 8)), field)
 
 
 def filesystem_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> tuple[str, str]:
@@ -85,6 +151,15 @@ def filesystem_of(path: str, mountinfo: str = "/proc/self/mountinfo") -> tuple[s
         if inside and (by_prefix is None or len(point) >= len(by_prefix[1])):
             by_prefix = (fstype, point)
     return by_device or by_prefix or ("unknown", path)
+
+
+def shared_fs(path: str) -> bool:
+    """Whether ``path`` is on a filesystem other machines may serve too (NFS, FUSE...).
+
+    Decided by filesystem type, as ``lock="auto"`` decides (an unknown type
+    counts as shared).
+    """
+    return filesystem_of(path)[0] not in LOCAL_TYPES
 
 
 def resolve_mode(lock: str | None, path: str) -> tuple[str, str]:

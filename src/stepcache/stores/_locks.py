@@ -46,16 +46,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
-import logging
 import os
 import stat
 import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from stepcache.stores._lease import Held, Leases, LeaseTiming, Watch, waiting
-from stepcache.stores._lockmode import MODES, resolve_mode
+from stepcache._log import log
+from stepcache.stores._lease import Held, Leases, Watch, waiting
+from stepcache.stores._lockmode import MODES, LeaseTiming, check_lock, resolve_mode
 from stepcache.stores._ranges import FILE_NAME as RANGES_FILE
 from stepcache.stores._ranges import SUPPORTED as RANGES_SUPPORTED
 from stepcache.stores._ranges import RangeLocks, Unusable
@@ -63,7 +62,6 @@ from stepcache.stores.directory.beneath import is_group_dir, open_leaf
 
 __all__ = ["BACKENDS", "RANGES_FILE", "KeyLocks", "LeaseTiming"]
 
-log = logging.getLogger("stepcache")
 BACKENDS: Final = MODES
 _UNSUPPORTED: Final = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 _OPEN_LOCK: Final = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -156,8 +154,7 @@ class KeyLocks:
         stale_after: float | None = None,
         warn: Callable[..., None] | None = None,
     ) -> None:
-        if backend is not None and backend not in BACKENDS:
-            raise ValueError(f"lock must be one of {', '.join(BACKENDS)}, not {backend!r}")
+        check_lock(backend)
         self.path = path
         self.requested = backend
         self._mode: tuple[str, str] | None = None
@@ -346,6 +343,8 @@ def _range_lock(ranges: RangeLocks, name: str, deadline: float) -> Callable[[], 
 
 
 def _flock(where: _Dir, name: str, deadline: float) -> int | None:
+    import fcntl  # on first lock: a process that only reads never needs it
+
     backoff = _Backoff(deadline)
     fd = where.create(name, _OPEN_LOCK)
     while True:
@@ -383,6 +382,8 @@ def _remove_unheld(where: _Dir, name: str) -> bool:
         fd = os.open(name, _OPEN_HELD, dir_fd=where.fd)
     except OSError:
         return False
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if where.is_current(fd, name):

@@ -21,7 +21,7 @@ another host's processes cannot be asked, so their files are judged by
 whether they still change (:mod:`stepcache.stores.directory.sweep`).
 
 >>> me = parse_owner(owner_tag() + "-00ff.tmp")
->>> me.host == HOST, me.pid == os.getpid(), owner_alive(me)
+>>> me.host == host(), me.pid == os.getpid(), owner_alive(me)
 (True, True, True)
 """
 
@@ -37,15 +37,19 @@ import xxhash
 
 from stepcache.stores._identity import ENV_HOST_ID, host_id
 
-__all__ = ["HOST", "Owner", "owner_alive", "owner_tag", "parse_owner", "pid_alive", "start_time"]
+__all__ = ["Owner", "host", "owner_alive", "owner_tag", "parse_owner", "pid_alive", "start_time"]
 
-_NAME_RE: Final = re.compile(
-    r"(?P<host>[A-Za-z0-9._-]+)-(?P<pid>[0-9]+)-(?P<start>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?"
-)
+# Compiled at the first use (re caches it): only sweeps parse owners.
+_NAME: Final = r"(?P<host>[A-Za-z0-9._-]+)-(?P<pid>[0-9]+)-(?P<start>[0-9]+)-[0-9a-f]+(?:\.[a-z]+)?"
 
 
-def _host_id() -> str:
-    """This host's identity (see the module docstring), safe in a file name."""
+@functools.cache
+def host() -> str:
+    """This host's identity (see the module docstring), safe in a file name.
+
+    ``$STEPCACHE_HOST_ID``, else the machine digest and the pid namespace;
+    found at the first call (it reads a few files), then the same for the process.
+    """
     if os.environ.get(ENV_HOST_ID):
         return host_id()
     try:
@@ -53,10 +57,6 @@ def _host_id() -> str:
     except OSError:
         return host_id()
     return f"{host_id()}.{xxhash.xxh3_64_hexdigest(pidns.encode())[:6]}"
-
-
-#: this host's identity: ``$STEPCACHE_HOST_ID``, else machine digest and pid namespace
-HOST: Final = _host_id()
 
 
 class Owner(typing.NamedTuple):
@@ -84,12 +84,13 @@ def start_time(pid: int) -> int | None:
 
 @functools.lru_cache(maxsize=8)  # keyed by pid: a forked child looks its own up
 def _tag_of(pid: int) -> str:
-    return f"{HOST}-{pid}-{start_time(pid) or 0}"
+    return f"{host()}-{pid}-{start_time(pid) or 0}"
 
 
-def owner_tag() -> str:
-    """``<host>-<pid>-<start>`` of this process: the prefix of its temp and stats names."""
-    return _tag_of(os.getpid())
+def owner_tag(pid: int | None = None) -> str:
+    """``<host>-<pid>-<start>`` of this process (or of process ``pid`` of this host): the
+    prefix of its temp and stats names."""
+    return _tag_of(os.getpid() if pid is None else pid)
 
 
 def parse_owner(name: str) -> Owner | None:
@@ -98,7 +99,7 @@ def parse_owner(name: str) -> Owner | None:
     >>> parse_owner("ci-node.0123abcd-4242-99887-00ff.tmp")
     Owner(host='ci-node.0123abcd', pid=4242, start=99887)
     """
-    m = _NAME_RE.fullmatch(name)
+    m = re.fullmatch(_NAME, name)
     return Owner(m["host"], int(m["pid"]), int(m["start"])) if m else None
 
 
@@ -125,7 +126,7 @@ def owner_alive(owner: Owner) -> bool | None:
     A process of this host is alive if its pid runs *and* started when the
     owner did, so a recycled pid does not count.
     """
-    if owner.host != HOST:
+    if owner.host != host():
         return None
     if not pid_alive(owner.pid):
         return False

@@ -75,7 +75,7 @@ class LeaseOps:
 
 
 def _body(token: str, beat: int) -> bytes:
-    owner = {"host": _fsutil.HOST, "pid": os.getpid(), "token": token, "beat": beat}
+    owner = {"host": _fsutil.host(), "pid": os.getpid(), "token": token, "beat": beat}
     return json.dumps(owner, sort_keys=True).encode()
 
 
@@ -85,7 +85,7 @@ def _owner_dead(body: bytes) -> bool:
         host, pid = str(owner["host"]), int(owner["pid"])
     except (ValueError, KeyError, TypeError):
         return False  # foreign or damaged: judged by its heartbeat alone
-    return host == _fsutil.HOST and pid != os.getpid() and not _fsutil.pid_alive(pid)
+    return host == _fsutil.host() and pid != os.getpid() and not _fsutil.pid_alive(pid)
 
 
 def _acquire(ops: LeaseOps, name: str, token: str, deadline: float, stale_after: float) -> str:

@@ -31,21 +31,25 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from stepcache._record import Record
+
 __all__ = ["Backend", "EntryStat"]
 
 
-@dataclasses.dataclass(frozen=True)
-class EntryStat:
+class EntryStat(Record):
     """Size and last use of one stored key, for eviction and listings."""
 
+    __slots__ = ("key", "size", "used")
     key: str
     size: int  #: bytes of the blob plus any files of its tree
     used: float  #: last use (or write), seconds since the epoch, as the storage records it
+
+    def __init__(self, key: str, size: int, used: float) -> None:
+        self._set(key=key, size=size, used=used)
 
 
 class Backend(abc.ABC):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -249,6 +248,8 @@ class Store(StoreCore):
         existing = self._find_dir(key)
         if existing is not None:  # a good tree is there already (it may be in use): keep it
             if move:
+                import shutil  # here: only cleaning up needs it
+
                 shutil.rmtree(src, ignore_errors=True)
             return existing
         algo = "sha256" if self.signed else "xxh3_128"
@@ -273,6 +274,8 @@ class Store(StoreCore):
             return None
         copy = artifacts.unpack(artifacts.decode(payload), self._scratch(key))
         if move:
+            import shutil
+
             shutil.rmtree(src, ignore_errors=True)
         return copy
 
@@ -321,6 +324,8 @@ class Store(StoreCore):
             return path
         if path is not None and not self.backend.keeps_files:
             # Only this process's unpacked copy is damaged: the stored archive verified.
+            import shutil
+
             shutil.rmtree(path, ignore_errors=True)
             self.counters.add("errors")
             self.say_once("copy", "stepcache: unpacked tree %s of %s: %s", key, self.spec, problem)

@@ -76,13 +76,13 @@ def register_backend(scheme: str, factory: _Factory | str) -> None:
     >>> sc.open_store("dict://x").backend
     <DictBackend dict://x>
     """
-    if not _SCHEME_RE.fullmatch(scheme):
+    if not re.fullmatch(_SCHEME, scheme):
         raise ValueError(f"invalid scheme {scheme!r}: letters, digits, '+', '-', '.'")
     with _lock:
         _factories[scheme.lower()] = factory
 
 
-_SCHEME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_SCHEME: Final = r"[A-Za-z][A-Za-z0-9+.-]*"  # compiled at first use (re caches it)
 
 
 def _factory(scheme: str) -> _Factory:
@@ -156,7 +156,7 @@ def resolve_spec(spec: str | os.PathLike[str] | None) -> tuple[str, str]:
         scheme, rest = "dir", text
     scheme = scheme.lower()
     if scheme == "dir":
-        from stepcache.stores.directory.backend import split_query  # loaded with the store
+        from stepcache.stores._lockmode import split_query  # loaded with the store
 
         rest, query = split_query(rest)
         if not rest:

@@ -21,7 +21,6 @@ the query string belongs to the remote spec, except the tiered store's own flags
 from __future__ import annotations
 
 import errno
-import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import parse_qsl, quote, urlsplit
 
+from stepcache._log import log
 from stepcache.errors import StoreUnavailableError
 from stepcache.stores._stats import Stats
 from stepcache.stores._tiers import Tiers
@@ -36,7 +36,6 @@ from stepcache.stores.base import Store, VerifyResult
 
 __all__ = ["DEFAULT_REMOTE_BACKOFF", "TieredStore"]
 
-log = logging.getLogger("stepcache")
 _T = TypeVar("_T")
 DEFAULT_REMOTE_BACKOFF: Final = 30.0
 _TRUE: Final = ("1", "true", "yes", "on")
@@ -46,13 +45,13 @@ _Options = Mapping[str, Any] | Iterable[tuple[str, Any]] | None
 
 _OWN_FLAGS: Final = ("remote_read_only", "remote_backoff")
 # "+" followed by a scheme: where the local spec ends and the remote one begins.
-_JOIN: Final = re.compile(r"\+(?=[a-z][a-z0-9.-]*://)")
+_JOIN: Final = r"\+(?=[a-z][a-z0-9.-]*://)"
 
 
 def _split_joined(spec: str) -> str:
     """``tiered://L+R?q`` as the equivalent ``tiered://?local=L&remote=R?q'&flags``."""
     body = spec.partition("://")[2]
-    parts = _JOIN.split(body, maxsplit=1)
+    parts = re.split(_JOIN, body, maxsplit=1)
     if len(parts) != 2 or not parts[0]:
         raise StoreUnavailableError(
             f"bad tiered spec {spec!r}: expected tiered://<local spec>+<remote spec>[?options] "

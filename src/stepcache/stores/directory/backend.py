@@ -32,21 +32,18 @@ import contextlib
 import errno
 import functools
 import os
-import shutil
 import stat
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stepcache import codec
 from stepcache.errors import StoreUnavailableError, UnsafeStoreError
 from stepcache.stores import _fsutil
-from stepcache.stores._dirfds import DirFds
 from stepcache.stores._keys import KEY_RE
-from stepcache.stores._lockmode import LOCAL_TYPES, filesystem_of
-from stepcache.stores._locks import KeyLocks, LeaseTiming
+from stepcache.stores._lockmode import LeaseTiming, check_lock, shared_fs, split_query
 from stepcache.stores._stats import Counters
 from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.directory import beneath, trust
@@ -62,6 +59,10 @@ from stepcache.stores.directory.eviction import (
 from stepcache.stores.directory.statsfiles import StatsFile
 from stepcache.stores.directory.sweep import STALE_AFTER, Observer, sweep_temp
 
+if TYPE_CHECKING:
+    from stepcache.stores._dirfds import DirFds
+    from stepcache.stores._locks import KeyLocks
+
 __all__ = ["DAMAGED", "TAG", "DirectoryBackend"]
 
 TAG: Final = (
@@ -73,26 +74,6 @@ TAG: Final = (
 DAMAGED: Final = "damaged/"
 #: why creating a store may fail that writes failing one by one handle as well
 _DEGRADE: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
-
-
-def split_query(rest: str) -> tuple[str, dict[str, str]]:
-    """Split ``path?lock=MODE`` (the only option a directory spec carries); StoreUnavailableError
-    for anything else.
-
-    >>> split_query("/var/cache/sc?lock=lease")
-    ('/var/cache/sc', {'lock': 'lease'})
-    """
-    path, _, query = rest.partition("?")
-    if not query:
-        return path, {}
-    from urllib.parse import parse_qsl
-
-    options = dict(parse_qsl(query, keep_blank_values=True))
-    if set(options) - {"lock"} or options.get("lock") not in ("auto", "flock", "lease"):
-        raise StoreUnavailableError(
-            f"unknown option in dir://{rest}: a directory spec takes ?lock=auto|flock|lease"
-        )
-    return path, options
 
 
 class DirectoryBackend(Backend):
@@ -123,10 +104,7 @@ class DirectoryBackend(Backend):
         for name, limit in (("max_bytes", max_bytes), ("max_age", max_age)):
             if limit is not None and not limit > 0:
                 raise ValueError(f"{name} must be positive or None, not {limit!r}")
-        text = os.fspath(path)
-        if text.startswith("dir://"):
-            text = text[len("dir://") :]
-        text, query = split_query(text)
+        text, query = split_query(os.fspath(path).removeprefix("dir://"))
         if "lock" in query and lock is not None and lock != query["lock"]:
             raise ValueError(f"dir://{text} says lock={query['lock']}, the options lock={lock}")
         root = os.path.abspath(os.path.expanduser(text))
@@ -140,19 +118,12 @@ class DirectoryBackend(Backend):
         self.shared, self.sweep_after = shared, sweep_after
         self.lease_stale, self.lease_heartbeat = lease_stale, lease_heartbeat
         # Checked before the root is made: a bad option must leave no directory behind.
-        timing = LeaseTiming(lease_heartbeat or lease_stale / 10, lease_stale)
-        self.locks = KeyLocks(
-            f"{root}/leases",
-            backend=self.lock_choice,
-            timing=timing,
-            warn=lambda *args: self.warn(*args),  # noqa: PLW0108 - late bound
-        )
+        check_lock(self.lock_choice)
+        self._timing = LeaseTiming(lease_heartbeat or lease_stale / 10, lease_stale)
         self.counters = counters if counters is not None else Counters()
         #: ``warn(topic, message, *args)`` reports a degraded condition (the store logs it once)
         self.warn: Callable[..., None] = warn or (lambda topic, message, *args: None)
         self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
-        self._fds = DirFds()  # v1/ and tmp/, opened by the first write
-        weakref.finalize(self, self._fds.close)
         #: this host's record of what its sweeps saw (see :mod:`.sweep`)
         self.sweeper = Observer(self._tmp, stale_after=sweep_after)
         #: why the store could not be created, if it opened degraded (every write will fail)
@@ -178,13 +149,30 @@ class DirectoryBackend(Backend):
             self.degraded = cause
 
     @functools.cached_property
-    def on_shared_fs(self) -> bool:
-        """Whether the store is on a filesystem other machines may serve too (NFS, FUSE...).
+    def locks(self) -> KeyLocks:
+        """The per-key locks in ``leases/``, made at the first use (a reader never locks)."""
+        from stepcache.stores._locks import KeyLocks
 
-        Decided by filesystem type, as ``lock="auto"`` decides (an unknown
-        type counts as shared).
-        """
-        return filesystem_of(self.root)[0] not in LOCAL_TYPES
+        return KeyLocks(
+            f"{self.root}/leases",
+            backend=self.lock_choice,
+            timing=self._timing,
+            warn=lambda *args: self.warn(*args),  # noqa: PLW0108 - late bound
+        )
+
+    @functools.cached_property
+    def _fds(self) -> DirFds:
+        """Descriptors of ``v1/`` and ``tmp/``, kept from the first write on (never to read)."""
+        from stepcache.stores._dirfds import DirFds
+
+        fds = DirFds()
+        weakref.finalize(self, fds.close)
+        return fds
+
+    @functools.cached_property
+    def on_shared_fs(self) -> bool:
+        """Whether other machines may serve the store's filesystem too (see ``shared_fs``)."""
+        return shared_fs(self.root)
 
     def options(self) -> dict[str, Any]:
         defaults = {
@@ -258,8 +246,10 @@ class DirectoryBackend(Backend):
 
     def close(self) -> None:
         """Close the kept directory descriptors and lock file."""
-        self._fds.close()
-        self.locks.close()
+        if "_fds" in self.__dict__:  # else nothing was ever written
+            self._fds.close()
+        if "locks" in self.__dict__:  # else nothing was ever locked
+            self.locks.close()
 
     def lock(self, key: str, deadline: float) -> contextlib.AbstractContextManager[bool]:
         return self.locks.hold(key, deadline)
@@ -279,6 +269,8 @@ class DirectoryBackend(Backend):
             tmp, dest, durable=self.durable, restore=restore, fds=self._fds
         )
         if move:  # copied rather than renamed (another filesystem): the original goes now
+            import shutil  # here: only cleaning up needs it
+
             shutil.rmtree(src, ignore_errors=True)
         if published:  # else another writer published first: theirs stays
             self._wrote(key, nbytes)

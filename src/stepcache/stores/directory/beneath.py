@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import sys
 from typing import Final
@@ -257,6 +256,10 @@ def rename_beneath(src: str, dest: str, *, durable: bool) -> None:
 def rmtree_at(dir_fd: int, name: str, path: str) -> None:
     """Remove the tree ``name`` in ``dir_fd`` (at ``path``), never following a symlink out."""
     if sys.version_info >= (3, 11):
+        import shutil  # here: only cleaning up needs it
+
         shutil.rmtree(name, ignore_errors=True, dir_fd=dir_fd)
     else:  # no dir_fd before 3.11: by path, whose directories were just checked
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import stat
 import threading
 import time
@@ -201,6 +200,8 @@ class Cleaner:
         self.units = 256 if max_bytes is None else 1
         self._known: dict[str, int] = {}
         self._writes = self._written = 0
+        import random  # only stores with limits clean: not imported to read
+
         self._turn = random.randrange(256)  # processes start the rotation at different units
 
     @property

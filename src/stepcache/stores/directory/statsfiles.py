@@ -9,27 +9,92 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
-import json
 import os
 import sys
 import threading
 import time
 import weakref
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from stepcache.stores import _fsutil
-from stepcache.stores._locks import KeyLocks
 from stepcache.stores._stats import Counters, Stats
 from stepcache.stores.directory import beneath
 
-__all__ = ["ARCHIVE", "FLUSH_EVERY", "StatsFile", "archive_stats", "read_named_stats", "read_stats"]
+if TYPE_CHECKING:
+    from stepcache.stores._locks import KeyLocks
+
+__all__ = [
+    "ARCHIVE",
+    "FLUSH_EVERY",
+    "StatsFile",
+    "archive_stats",
+    "dumps",
+    "read_named_stats",
+    "read_stats",
+]
 
 FLUSH_EVERY: Final = 5.0  # seconds between two writes of a stats file
 ARCHIVE: Final = "_archived"
 _ARCHIVE_AFTER: Final = 30 * 86400.0  # stats files of other hosts this old are archived
 _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _serial = itertools.count()
+_INF: Final = float("inf")
+
+
+def dumps(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"))``, without importing :mod:`json` for counters.
+
+    A process that only read an entry writes its counters at exit, and
+    importing :mod:`json` (about a millisecond) would be most of that.
+    Counters are ints, finite floats, dicts, lists and plain ASCII strings;
+    anything else (escapes, non-ASCII labels, other types) goes to :mod:`json`.
+
+    >>> dumps({"hits": 1, "rate": 0.5, "steps": {"Parse": [1, 0]}, "recent": (), "x": None})
+    '{"hits":1,"rate":0.5,"steps":{"Parse":[1,0]},"recent":[],"x":null}'
+    """
+    out: list[str] = []
+    if _plain(value, out):
+        return "".join(out)
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _plain(value: Any, out: list[str]) -> bool:
+    """Append the JSON text of ``value`` to ``out``; ``False`` if it needs :mod:`json`."""
+    kind = type(value)
+    if kind is int:  # exactly: bool and int subclasses print differently
+        out.append(int.__repr__(value))
+    elif kind is float and -_INF < value < _INF:
+        out.append(float.__repr__(value))
+    elif kind is str:
+        if not (value.isascii() and value.isprintable()) or '"' in value or "\\" in value:
+            return False
+        out.append(f'"{value}"')
+    elif kind is dict:
+        out.append("{")
+        for n, (k, v) in enumerate(value.items()):
+            out.append("," if n else "")
+            if type(k) is not str or not _plain(k, out):
+                return False
+            out.append(":")
+            if not _plain(v, out):
+                return False
+        out.append("}")
+    elif kind is list or kind is tuple:
+        out.append("[")
+        for n, item in enumerate(value):
+            out.append("," if n else "")
+            if not _plain(item, out):
+                return False
+        out.append("]")
+    elif value is None or value is True or value is False:
+        out.append("null" if value is None else "true" if value else "false")
+    else:
+        return False
+    return True
 
 
 class StatsFile:
@@ -43,13 +108,23 @@ class StatsFile:
     def __init__(self, counters: Counters, root: str, durable: bool) -> None:
         self.counters = counters
         self.pid = os.getpid()
-        self.name = f"{_fsutil.owner_tag()}-{next(_serial)}"
-        self.path = f"{root}/stats/{self.name}"
+        self._serial = next(_serial)
+        self._dir = f"{root}/stats"
         self._tmp = f"{root}/tmp"
         self._durable = durable
         self._lock = threading.Lock()
         #: ``time.monotonic()`` after which the next use should call :meth:`flush`
         self.due = time.monotonic() + FLUSH_EVERY
+
+    @functools.cached_property
+    def name(self) -> str:
+        """The file's name, found at the first write (or ``stats()``): opening reads nothing."""
+        return f"{_fsutil.owner_tag(self.pid)}-{self._serial}"
+
+    @property
+    def path(self) -> str:
+        """Where the counters are written."""
+        return f"{self._dir}/{self.name}"
 
     def flush_at_exit(self, owner: object) -> None:
         """Flush when ``owner`` is collected or the process exits, whichever comes first."""
@@ -69,7 +144,7 @@ class StatsFile:
             return
         try:
             self.counters.dirty = False
-            data = json.dumps(self.counters.snapshot().to_dict(), separators=(",", ":"))
+            data = dumps(self.counters.snapshot().to_dict())
             _fsutil.write_atomic(self.path, data.encode(), self._tmp, durable=self._durable)
         except OSError:  # counters are best effort; try again next time
             self.counters.dirty = True
@@ -83,6 +158,8 @@ def _read(dir_fd: int, name: str) -> Stats | None:
         fd = os.open(name, _READ, dir_fd=dir_fd)
     except OSError:  # gone meanwhile, or a symlink
         return None
+    import json
+
     with open(fd, "rb") as f:
         try:
             return Stats.from_dict(json.load(f))
@@ -162,6 +239,8 @@ def archive_stats(stats_dir: str, tmp_dir: str, locks: KeyLocks) -> int:
             parts = [s for s in (_read(fd, n) for n in [ARCHIVE, *dead]) if s is not None]
             total = Stats.combine(parts, entries=0, nbytes=0).to_dict()
             archive = os.path.join(stats_dir, ARCHIVE)
+            import json
+
             _fsutil.write_atomic(archive, json.dumps(total).encode(), tmp_dir)
             for name in dead:
                 with contextlib.suppress(FileNotFoundError):  # merged by a concurrent prune

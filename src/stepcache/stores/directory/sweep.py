@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from stepcache.stores import _fsutil
-from stepcache.stores._owner import HOST, owner_alive, parse_owner
+from stepcache.stores._owner import host, owner_alive, parse_owner
 from stepcache.stores.directory.beneath import open_leaf, rmtree_at
 
 __all__ = ["STALE_AFTER", "Observer", "signature", "sweep_temp"]
@@ -68,7 +68,11 @@ class Observer:
             raise ValueError(f"stale_after must be >= 0, not {stale_after!r}")
         self.tmp_dir = tmp_dir
         self.stale_after = stale_after
-        self.name = RECORD + HOST
+
+    @property
+    def name(self) -> str:
+        """The record's file name in ``tmp_dir``: one per host (found at first use)."""
+        return RECORD + host()
 
     def _read(self, name: str | None = None) -> tuple[dict[str, list[object]], float]:
         """The record's entries and its mtime (filesystem time of the last sweep)."""
