@@ -154,7 +154,9 @@ def main(argv: list[str] | None = None, registry: Mapping[str, Scenario] = SCENA
         doc, sections = rebuild(args.source, registry, out)
     else:
         scenarios = _select(parser, args.only, registry)
-        h.cache_bytecode()  # spawned workers and fresh processes start as installed software does
+        # Spawned workers and fresh processes start as installed software does (when
+        # run as a program: a caller's own process is not replaced).
+        h.cache_bytecode(rerun=["-m", "benchmarks", *sys.argv[1:]] if argv is None else None)
         doc, sections = run_all(scenarios, quick=args.quick, out=out)
     if args.plot:
         plots = [s.plot for s in sections if s.plot is not None and s.skipped is None]

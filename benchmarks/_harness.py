@@ -308,24 +308,36 @@ def machine() -> dict[str, Any]:
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_OWN_PYCACHE = "STEPCACHE_BENCH_PYCACHE"  # a prefix made here, removed at exit
 
 
-def cache_bytecode() -> None:
+def cache_bytecode(rerun: list[str] | None = None) -> None:
     """Let processes started from now on cache bytecode, even under ``PYTHONDONTWRITEBYTECODE``.
 
     Installed software runs from cached bytecode; without it every fresh
     process would compile stepcache's modules again and the fresh-process
     figures would measure the compiler. The cache goes to a private
     ``PYTHONPYCACHEPREFIX`` (removed at exit), never into the source tree.
+    Workers started by :mod:`multiprocessing` get this interpreter's own
+    ``-B`` flag whatever the environment says, so an interpreter started
+    with it runs itself again without it, with the arguments ``rerun``
+    (``None``: it does not).
     """
-    if not os.environ.pop("PYTHONDONTWRITEBYTECODE", None) or os.environ.get("PYTHONPYCACHEPREFIX"):
-        return
-    import atexit
-    import shutil
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) and not os.environ.get(
+        "PYTHONPYCACHEPREFIX"
+    ):
+        os.environ["PYTHONPYCACHEPREFIX"] = tempfile.mkdtemp(prefix="stepcache-bench-pycache-")
+        os.environ[_OWN_PYCACHE] = os.environ["PYTHONPYCACHEPREFIX"]
+    if rerun is not None and sys.flags.dont_write_bytecode:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, *rerun])
+    owned = os.environ.pop(_OWN_PYCACHE, None)
+    if owned is not None:
+        import atexit
+        import shutil
 
-    prefix = tempfile.mkdtemp(prefix="stepcache-bench-pycache-")
-    atexit.register(shutil.rmtree, prefix, True)
-    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+        atexit.register(shutil.rmtree, owned, True)
 
 
 def discard_tree(path: str) -> str:
