@@ -105,6 +105,59 @@ def test_an_entry_that_comes_in_several_reads_is_a_hit(
     assert store.stats().errors == 0
 
 
+def fstats_of(call: Any, monkeypatch: pytest.MonkeyPatch) -> int:
+    """How many ``os.fstat`` calls ``call()`` makes."""
+    calls = []
+    real = os.fstat
+
+    def counted(fd: int) -> os.stat_result:
+        calls.append(fd)
+        return real(fd)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fstat", counted)
+        call()
+    return len(calls)
+
+
+def test_a_key_hit_again_within_a_minute_is_read_without_an_fstat(
+    store: DirectoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store[key(1)] = "v"
+    assert fstats_of(lambda: store.get(key(1)), monkeypatch) == 1  # the mtime, once
+    assert fstats_of(lambda: [store.get(key(1)) for _ in range(5)], monkeypatch) == 0
+    other = DirectoryStore(store.path)  # each instance looks at the mtime once itself
+    assert fstats_of(lambda: other.get(key(1)), monkeypatch) == 1
+    assert store.stats().hits == 6
+
+
+def test_an_old_entry_is_marked_used_by_the_first_hit_of_each_process(
+    store: DirectoryStore,
+) -> None:
+    store[key(1)] = "v"
+    path = store.backend.path(key(1))
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    assert store.get(key(1)) == "v"
+    assert os.stat(path).st_mtime > old + 3000
+
+
+def test_an_entry_replaced_since_its_last_hit_is_read_whole_or_is_a_counted_miss(
+    store: DirectoryStore,
+) -> None:
+    store[key(1)] = "small"
+    assert store.get(key(1)) == "small"
+    big = "x" * 200_000  # larger than at the last hit: read past the size remembered
+    store[key(1)] = big
+    assert store.get(key(1)) == big
+    Path(store.backend.path(key(1))).write_bytes(b"damaged")
+    assert store.get(key(1)) is None
+    assert store.stats().errors == 1
+    assert not os.path.exists(store.backend.path(key(1)))
+    store[key(1)] = "again"
+    assert store.get(key(1)) == "again"
+
+
 def test_hits_from_many_threads_are_all_counted(store: DirectoryStore) -> None:
     store[key(1)] = 1
 

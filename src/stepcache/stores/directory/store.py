@@ -42,6 +42,9 @@ from stepcache.stores.directory.sweep import STALE_AFTER
 
 __all__ = ["DirectoryStore", "PruneResult", "VerifyResult"]
 
+#: Keys a store remembers as lately marked used before it forgets them all.
+_FRESH_KEYS = 4096
+
 
 class DirectoryStore(SharedFsStore):
     """A store in a local or network directory, shared by every process that opens it.
@@ -136,6 +139,9 @@ class DirectoryStore(SharedFsStore):
         self._v1 = f"{root}/v1"
         self._plain = self._secret is None and self.codec == "pickle"
         self._touches = not backend.read_only
+        # Keys this process found (and marked) used less than TOUCH_AFTER ago, by
+        # time.monotonic(), and their sizes: a hit of one needs no fstat.
+        self._fresh: dict[str, tuple[float, int]] = {}
 
     # -- the hit path ---------------------------------------------------------------
     def _read(self, key: str, blob: bytes | None = None) -> Any:
@@ -160,13 +166,29 @@ class DirectoryStore(SharedFsStore):
             return MISSING
         except OSError:  # a symlink, no fanout directory, no permission: said there
             return super()._read(key)
+        st = None
         try:
-            st = os.fstat(fd)
-            # What is no regular file reads empty (a FIFO, a device: st_size is 0)
-            # or fails (a directory): the general path says so, at the end.
-            blob = os.read(fd, st.st_size)
-            if self._touches and time.time() - st.st_mtime > TOUCH_AFTER:
-                mark_used(fd)
+            seen = self._fresh.get(key)
+            if seen is not None and time.monotonic() - seen[0] < TOUCH_AFTER:
+                # Checked (and marked used) lately by this process: one read of the size
+                # it had then and a byte more, which comes back short unless it grew.
+                want = seen[1] + 1
+                blob = os.read(fd, want)
+                if len(blob) == want:  # it grew: the rest, as below
+                    st = os.fstat(fd)
+                    if S_ISREG(st.st_mode) and st.st_size > want:
+                        blob += os.read(fd, st.st_size - want)
+            else:
+                st = os.fstat(fd)
+                # What is no regular file reads empty (a FIFO, a device: st_size is 0)
+                # or fails (a directory): the general path says so, at the end.
+                blob = os.read(fd, st.st_size)
+                if self._touches:
+                    if time.time() - st.st_mtime > TOUCH_AFTER:
+                        mark_used(fd)
+                    if len(self._fresh) >= _FRESH_KEYS:
+                        self._fresh.clear()
+                    self._fresh[key] = (time.monotonic(), st.st_size)
         except OSError:
             blob = None
         finally:
@@ -192,6 +214,8 @@ class DirectoryStore(SharedFsStore):
                         return pickle.loads(view[start:])
                     except Exception:  # unpickled again below, to say why and drop it
                         pass
+        if st is None:  # read in one go without an fstat (a regular file's all), not good
+            return super()._read(key, blob) if blob else super()._read(key)
         if n < st.st_size or not S_ISREG(st.st_mode):
             # A huge file comes in several reads, which the general path makes; it
             # also tells what is no regular file from a damaged one.
