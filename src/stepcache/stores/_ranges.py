@@ -17,6 +17,11 @@ busy for its other threads. A forked child drops the inherited descriptor
 
 Where OFD locks do not exist (not Linux, or a 32-bit build) :data:`SUPPORTED`
 is false and :mod:`~stepcache.stores._locks` uses a file per key.
+
+Nothing in stepcache removes the file. Were it removed while processes had
+it open (a store deleted under running processes), those that opened it
+before and those that open it after would not exclude each other: both
+compute, and entries stay whole, as single flight is an optimisation.
 """
 
 from __future__ import annotations

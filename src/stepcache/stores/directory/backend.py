@@ -7,7 +7,7 @@ Layout under the root (see ``docs/`` for the entry format)::
     v1/ab/cd/<key>.d/      artifact directory of put_dir (published by rename)
     tmp/                   temp files of writers; those of dead writers are swept
     tmp/seen.<host>        what this host's sweeps saw (:mod:`~stepcache.stores.directory.sweep`)
-    leases/                per-key lock files (flock) or lease files (NFS fallback)
+    leases/                keys.ranges (a byte per key, locked), per-key lock files or leases
     stats/<owner>-<n>      counters of one store instance of one process
 
 Readers take no lock: every file is published by rename, so a reader sees a
