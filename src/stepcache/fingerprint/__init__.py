@@ -110,5 +110,7 @@ def __getattr__(name: str) -> object:
     if name in ("diff_manifests", "manifest"):
         from stepcache.fingerprint import _manifest
 
-        return getattr(_manifest, name)
+        value = getattr(_manifest, name)
+        globals()[name] = value  # found directly from now on: every miss asks for it
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
