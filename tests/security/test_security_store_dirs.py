@@ -19,7 +19,7 @@ import pytest
 
 import stepcache as sc
 from stepcache.stores import _fsutil
-from stepcache.stores._locks import KeyLocks
+from stepcache.stores._locks import RANGES_FILE, KeyLocks
 from stepcache.stores.directory import DirectoryStore, statsfiles
 from stepcache.testing import key
 
@@ -79,6 +79,19 @@ def test_a_symlinked_lease_dir_means_computing_without_the_lock_said_once(
     assert "symlink" in said[0]
     assert store[key(3)] == 3  # the values were stored all the same
     assert snapshot(outside) == before
+
+
+def test_a_symlink_planted_as_the_range_lock_file_is_never_followed(
+    store: DirectoryStore, outside: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = snapshot(outside)
+    (store.path / "leases").mkdir()
+    (store.path / "leases" / RANGES_FILE).symlink_to(outside / "poetry.lock")
+    with caplog.at_level(logging.WARNING, logger="stepcache"):
+        assert store.get_or_compute(key(3), lambda: 3) == 3
+    assert any("cannot lock" in r.getMessage() for r in caplog.records)
+    assert store[key(3)] == 3
+    assert snapshot(outside) == before  # not opened for writing, not locked, not changed
 
 
 @pytest.mark.parametrize("backend", ["flock", "lease"])
