@@ -16,6 +16,7 @@ import store_workers as w
 from stepcache import StoreUnavailableError, open_store, reset_registry
 from stepcache.stores import _fsutil
 from stepcache.stores.directory import TAG, DirectoryStore
+from stepcache.stores.registry import default_directory
 from stepcache.testing import StoreContract, damage, key, tree
 
 pytestmark = pytest.mark.timeout(60)
@@ -344,3 +345,17 @@ def _tree_src(tmp_path: Path) -> Path:
     src.mkdir()
     (src / "lib.so").write_bytes(b"ELF")
     return src
+
+
+@pytest.mark.parametrize("xdg", [None, "", "  ", "/somewhere/cache"])
+def test_the_default_directory_is_the_one_platformdirs_names(
+    monkeypatch: pytest.MonkeyPatch, xdg: str | None
+) -> None:
+    platformdirs = pytest.importorskip("platformdirs")
+    monkeypatch.delenv("STEPCACHE_DIR", raising=False)
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    expected = Path(platformdirs.user_cache_dir("stepcache", appauthor=False))
+    assert default_directory() == expected

@@ -18,7 +18,6 @@ grammar does not cover raises :class:`DSLSyntaxError` naming the line.
 from __future__ import annotations
 
 import ast
-import inspect
 import textwrap
 from collections.abc import Callable
 from typing import Any, NoReturn, overload
@@ -274,6 +273,8 @@ def stencil(
     """
 
     def parse(f: Callable[..., Any]) -> Program:
+        import inspect  # here: programs made from source text (the suite's) never need it
+
         try:
             lines, first = inspect.getsourcelines(f)
         except (OSError, TypeError) as exc:

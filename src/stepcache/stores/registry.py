@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -129,6 +130,10 @@ def default_directory() -> Path:
     env = os.environ.get("STEPCACHE_DIR")
     if env:
         return Path(env).expanduser()
+    if sys.platform.startswith("linux") and "ANDROID_DATA" not in os.environ:
+        # platformdirs' rule for Linux (XDG), without importing it into every worker.
+        xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+        return Path(xdg or os.path.expanduser("~/.cache"), "stepcache")
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("stepcache", appauthor=False))
