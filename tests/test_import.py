@@ -38,6 +38,7 @@ EXPECTED = {
     "stepcache.stores",
     "stepcache.stores._core",
     "stepcache.stores._flight",
+    "stepcache.stores._forks",
     "stepcache.stores._fsutil",
     "stepcache.stores._identity",
     "stepcache.stores._keys",

@@ -13,12 +13,12 @@ a holder is dead). Waiting never blocks other keys.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Final
+
+from stepcache.stores._forks import reset_in_children
 
 __all__ = ["MAX_POLL", "Flights"]
 
@@ -32,10 +32,10 @@ class Flights:
     """The per-key locks of one store instance, and the waiting loop around the backend's lock."""
 
     def __init__(self) -> None:
-        self.reset()
-        _live.add(self)
+        self.reset_in_child()
+        reset_in_children(self)
 
-    def reset(self) -> None:
+    def reset_in_child(self) -> None:
         """Forget every flight (in a forked child: its parent's threads' locks are not its own)."""
         self._flights: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
@@ -105,18 +105,6 @@ class Flights:
                 if time.monotonic() >= deadline:
                     return False, produce()
                 poll = min(poll * 2, MAX_POLL)
-
-
-_live: weakref.WeakSet[Flights] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for flights in list(_live):
-        flights.reset()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _left(deadline: float) -> float:

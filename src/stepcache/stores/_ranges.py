@@ -33,11 +33,12 @@ import os
 import struct
 import sys
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Final
 
 import xxhash
+
+from stepcache.stores._forks import reset_in_children
 
 __all__ = ["FILE_NAME", "SUPPORTED", "RangeLocks", "Unusable"]
 
@@ -49,7 +50,6 @@ _FLOCK: Final = struct.Struct("hhqqi4x")
 SUPPORTED: Final = sys.platform.startswith("linux") and _SETLK != -1 and struct.calcsize("P") == 8
 _BUSY: Final = frozenset({errno.EAGAIN, errno.EACCES})
 _OFFSETS: Final = (1 << 62) - 1
-_live: weakref.WeakSet[RangeLocks] = weakref.WeakSet()
 
 
 class Unusable(OSError):
@@ -68,7 +68,7 @@ class RangeLocks:
         self._fd: int | None = None
         self._held: set[int] = set()
         self._mutex = threading.Lock()
-        _live.add(self)
+        reset_in_children(self)
 
     def try_lock(self, name: str) -> int | None:
         """The offset locked for ``name``, or ``None`` if someone holds it now.
@@ -116,12 +116,3 @@ class RangeLocks:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
                 os.close(fd)  # the parent's own descriptor keeps its locks
-
-
-def _after_fork_in_child() -> None:
-    for locks in list(_live):
-        locks.reset_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
