@@ -34,7 +34,7 @@ from typing import Final
 from stepcache.stores import _identity
 from stepcache.stores._lockmode import LeaseTiming
 
-__all__ = ["Held", "LeaseTiming", "Leases", "Watch", "waiting"]
+__all__ = ["Heartbeat", "Held", "LeaseTiming", "Leases", "Watch", "waiting"]
 
 RECORD_SIZE: Final = 192
 _MAGIC: Final = b"stepcache-lease 1 "
@@ -91,36 +91,56 @@ class Watch:
         return now - seen[1]
 
 
+class Heartbeat:
+    """``beat()`` every ``interval`` seconds in a daemon thread, until :meth:`stop`.
+
+    The heartbeat of every kind of lease (files, Redis keys, S3 objects).
+    ``beat()`` returns whether to go on: ``False`` once the lease is lost,
+    as nothing of the holder's is left to keep alive.
+    """
+
+    def __init__(self, beat: Callable[[], bool], interval: float, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(beat, interval), name=name, daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, beat: Callable[[], bool], interval: float) -> None:
+        while not self._stop.wait(interval):
+            if not beat():
+                return
+
+    def stop(self) -> None:
+        """Stop beating; return once no beat runs any more."""
+        self._stop.set()
+        self._thread.join()
+
+
 class Held:
-    """A lease this process holds: its heartbeat thread and how to give it back."""
+    """A lease this process holds: its heartbeat and how to give it back."""
 
     def __init__(self, leases: Leases, name: str, fd: int, owner: str, nonce: str) -> None:
         self.leases, self.name, self.fd = leases, name, fd
         self.owner, self.nonce, self.beat = owner, nonce, 0
         self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="stepcache-lease", daemon=True)
-        self._thread.start()
+        self._heart = Heartbeat(self._beat, leases.timing.heartbeat, "stepcache-lease")
 
     @property
     def current(self) -> bytes:
         return record(self.owner, self.nonce, self.beat)
 
-    def _run(self) -> None:
-        interval = self.leases.timing.heartbeat
-        while not self._stop.wait(interval):
-            self.beat += 1
-            try:
-                # In place, through our own descriptor: if the lease was taken over,
-                # this lands in the replaced file and cannot revive it.
-                os.pwrite(self.fd, self.current, 0)
-            except OSError:
-                continue  # a transient error: the next beat tries again
+    def _beat(self) -> bool:
+        self.beat += 1
+        # In place, through our own descriptor: if the lease was taken over,
+        # this lands in the replaced file and cannot revive it.
+        with contextlib.suppress(OSError):  # a transient error: the next beat tries again
+            os.pwrite(self.fd, self.current, 0)
+        return True
 
     def release(self) -> None:
         """Stop beating and remove the lease, unless another process has taken it over."""
-        self._stop.set()
-        self._thread.join()
+        self._heart.stop()
         with contextlib.suppress(OSError):
             os.close(self.fd)
         self.lost = not self.leases.remove_if(self.name, self.current)

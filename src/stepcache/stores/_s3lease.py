@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 from stepcache.stores import _fsutil
+from stepcache.stores._lease import Heartbeat
 
 __all__ = ["LeaseOps", "hold"]
 
@@ -113,19 +114,23 @@ def _acquire(ops: LeaseOps, name: str, token: str, deadline: float, stale_after:
         delay = min(delay * 1.5, _MAX_POLL, stale_after / 4)
 
 
-def _heartbeat(
-    ops: LeaseOps, name: str, token: str, etag: str, interval: float, stop: threading.Event
-) -> None:
+def _renewer(ops: LeaseOps, name: str, token: str, etag: str) -> Callable[[], bool]:
+    """One heartbeat of the lease at ``etag``: rewrite it if still ours; ``False`` once lost."""
     beat = 0
-    while not stop.wait(interval):
+
+    def renew() -> bool:
+        nonlocal beat, etag
         beat += 1
         try:
             renewed = ops.replace(name, _body(token, beat), etag)
         except OSError:
-            continue  # a blip; if it lasts, a waiter takes over, as it should
+            return True  # a blip; if it lasts, a waiter takes over, as it should
         if renewed is None:
-            return  # taken over: nothing of ours left to keep alive
+            return False  # taken over: nothing of ours left to keep alive
         etag = renewed
+        return True
+
+    return renew
 
 
 @contextlib.contextmanager
@@ -139,19 +144,11 @@ def hold(ops: LeaseOps, name: str, deadline: float, *, stale_after: float = 30.0
     if not etag:
         yield False
         return
-    stop = threading.Event()
-    beat = threading.Thread(
-        target=_heartbeat,
-        args=(ops, name, token, etag, stale_after / 4, stop),
-        name="stepcache-s3-lease",
-        daemon=True,
-    )
-    beat.start()
+    heart = Heartbeat(_renewer(ops, name, token, etag), stale_after / 4, "stepcache-s3-lease")
     try:
         yield True
     finally:
-        stop.set()
-        beat.join()
+        heart.stop()
         _release(ops, name, token)
 
 

@@ -22,7 +22,6 @@ import contextlib
 import errno
 import functools
 import struct
-import threading
 import time
 import uuid
 import weakref
@@ -36,6 +35,7 @@ from redis.retry import Retry
 
 from stepcache import codec
 from stepcache.errors import StoreUnavailableError
+from stepcache.stores._lease import Heartbeat
 from stepcache.stores.backend import Backend
 from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, Store, validate_key
 
@@ -245,16 +245,13 @@ class RedisBackend(Backend):
         if not held:
             yield False
             return
-        stop = threading.Event()
-        beat = threading.Thread(
-            target=self._heartbeat, args=(name, token, stop), name="stepcache-lease", daemon=True
+        heart = Heartbeat(
+            functools.partial(self._renew_once, name, token), self.lock_lease / 3, "stepcache-lease"
         )
-        beat.start()
         try:
             yield True
         finally:
-            stop.set()
-            beat.join()
+            heart.stop()
             with contextlib.suppress(StoreUnavailableError):
                 self._call("unlock", lambda: self._release(keys=[name], args=[token]))
 
@@ -270,15 +267,15 @@ class RedisBackend(Backend):
             delay = min(delay * 1.5, 0.1)
         return True
 
-    def _heartbeat(self, name: str, token: str, stop: threading.Event) -> None:
+    def _renew_once(self, name: str, token: str) -> bool:
+        """One heartbeat of lock ``name``; ``False`` once it is lost."""
         px = max(1, int(self.lock_lease * 1000))
-        while not stop.wait(self.lock_lease / 3):
-            try:
-                renewed = self._call("renew", lambda: self._renew(keys=[name], args=[token, px]))
-            except StoreUnavailableError:
-                continue  # the lease may survive a blip; if not, a waiter takes over
-            if not renewed:
-                return  # lost (expired while the server was away): nothing left to renew
+        try:
+            renewed = self._call("renew", lambda: self._renew(keys=[name], args=[token, px]))
+        except StoreUnavailableError:
+            return True  # the lease may survive a blip; if not, a waiter takes over
+        # Lost (expired while the server was away): nothing left to renew.
+        return bool(renewed)
 
     def close(self) -> None:
         """Close the connection pool."""
