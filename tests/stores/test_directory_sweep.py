@@ -200,27 +200,22 @@ def test_temp_and_stats_names_carry_host_pid_and_start_time(tmp_path: Path) -> N
 
 
 def test_the_host_identity_comes_from_the_environment_when_given() -> None:
-    code = "from stepcache.stores import _owner; print(_owner.host())"
+    def host_in_a_new_process(env: dict[str, str]) -> str:
+        code = "from stepcache.stores import _owner; print(_owner.host())"
+        done = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=True,
+        )
+        return done.stdout.strip()
+
     env = {**os.environ, "STEPCACHE_HOST_ID": "rack 7/node-3"}
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=True,
-    )
-    assert done.stdout.strip() == "rack_7_node-3"
+    assert host_in_a_new_process(env) == "rack_7_node-3"
     env.pop("STEPCACHE_HOST_ID")
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=True,
-    )
-    assert done.stdout.strip() == _owner.host() != "rack_7_node-3"
+    assert host_in_a_new_process(env) == _owner.host() != "rack_7_node-3"
 
 
 @pytest.mark.parametrize("content", [b"", b"{torn", b"[1, 2]", b'{"tmp/x": 3}'])

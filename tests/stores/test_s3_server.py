@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,20 @@ def _listening(port: int, host: str) -> bool:
         return False
 
 
+def _client(server: S3Server, key_id: str, secret: str) -> Any:
+    """An obstore client of the server's bucket with these credentials."""
+    from obstore.store import S3Store
+
+    return S3Store(
+        server.bucket,
+        endpoint=server.endpoint,
+        region="us-east-1",
+        access_key_id=key_id,
+        secret_access_key=secret,
+        client_options={"allow_http": True},
+    )
+
+
 def test_every_listener_is_on_its_own_loopback_port() -> None:
     with S3Server() as server:
         assert len(set(server.ports.values())) == len(server.ports)
@@ -39,16 +54,10 @@ def test_every_listener_is_on_its_own_loopback_port() -> None:
 def test_kill_removes_the_grpc_sockets_and_restart_keeps_the_data() -> None:
     pytest.importorskip("obstore")
     import obstore
-    from obstore.store import S3Store
 
     with S3Server() as server:
-        client = S3Store(
-            server.bucket,
-            endpoint=server.endpoint,
-            region="us-east-1",
-            access_key_id=server.env["AWS_ACCESS_KEY_ID"],
-            secret_access_key=server.env["AWS_SECRET_ACCESS_KEY"],
-            client_options={"allow_http": True},
+        client = _client(
+            server, server.env["AWS_ACCESS_KEY_ID"], server.env["AWS_SECRET_ACCESS_KEY"]
         )
         obstore.put(client, "a/b", b"kept")
         server.kill()
@@ -62,16 +71,8 @@ def test_kill_removes_the_grpc_sockets_and_restart_keeps_the_data() -> None:
 def test_only_the_configured_credentials_are_accepted() -> None:
     pytest.importorskip("obstore")
     import obstore
-    from obstore.store import S3Store
 
     with S3Server() as server:
-        wrong = S3Store(
-            server.bucket,
-            endpoint=server.endpoint,
-            region="us-east-1",
-            access_key_id="someone",
-            secret_access_key="else",
-            client_options={"allow_http": True},
-        )
+        wrong = _client(server, "someone", "else")
         with pytest.raises(Exception, match=r"(?i)access ?key|403|denied"):
             obstore.put(wrong, "a/b", b"x")
