@@ -155,3 +155,19 @@ def test_verify_accepts_rounding_noise_and_rejects_real_errors(dtype: str) -> No
     assert not verify(spec, wrong)
     assert not verify(spec, expected.astype("float64" if dtype == "float32" else "float32"))
     assert not verify(spec, expected[1:])
+
+
+def test_inputs_are_splitmix64_of_the_program_and_field_name() -> None:
+    import zlib
+
+    from stepcache.demo.programs import _uniform
+
+    mask, state, expected = (1 << 64) - 1, zlib.crc32(b"lap_f64_r1:a"), []
+    for _ in range(6):  # SplitMix64, one value at a time, in plain integers
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        expected.append(2.0 * ((z ^ (z >> 31)) >> 11) * 2.0**-53 - 1.0)
+    assert _uniform("lap_f64_r1:a", (2, 3)).ravel().tolist() == expected
+    lap = suite(1)[0]  # lap_f64_r1: float64, so the values are the generator's own
+    assert lap.inputs()["a"].ravel()[:6].tolist() == expected

@@ -90,3 +90,23 @@ def test_worker_errors_reach_the_caller(monkeypatch: pytest.MonkeyPatch) -> None
 def test_run_suite_rejects_zero_workers() -> None:
     with pytest.raises(ValueError, match="workers"):
         run_suite(suite(1), workers=0, store_spec=None)
+
+
+def test_workers_leave_no_temp_files_and_every_result_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Workers end with os._exit once their results are sent: the results must
+    # still all arrive, and their exit handlers still remove what they made.
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    spec = str(tmp_path / "cache")
+    for expected_hits in (0, 2 * PROGRAMS):
+        result = run_suite(suite(PROGRAMS), workers=WORKERS, store_spec=spec)
+        assert result.verified
+        assert (result.programs, result.hits, result.instances) == (
+            PROGRAMS,
+            expected_hits,
+            WORKERS,
+        )
+    assert sorted(os.listdir(temp)) == []
