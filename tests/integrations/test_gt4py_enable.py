@@ -37,10 +37,11 @@ def gt() -> SimpleNamespace:
         import gt4py.next as gtx
         from gt4py._core import filecache
         from gt4py.next import config
-        from gt4py.next.otf import artifacts
+        from gt4py.next.otf import artifacts, runners
         from gt4py.next.otf.binding import interface
         from gt4py.next.otf.compilation import build_data, cache, compiler
     return SimpleNamespace(
+        runners=runners,
         gtx=gtx,
         filecache=filecache,
         config=config,
@@ -106,15 +107,18 @@ def compile_fake(
     lifetime = gt.config.BuildCacheLifetime.PERSISTENT
     compiler = gt.compiler.CPPCompiler(lifetime, FakeBuild(str(log)), gt.gtx.DeviceType.CPU)
 
-    def run(gt4py_dir: str, **changes: Any) -> Any:
+    def use(gt4py_dir: str) -> None:
         (tmp_path / gt4py_dir).mkdir(exist_ok=True)
         monkeypatch.setattr(gt.config, "BUILD_CACHE_DIR", tmp_path / gt4py_dir)
+
+    def run(gt4py_dir: str, **changes: Any) -> Any:
+        use(gt4py_dir)
         return dataclasses.replace(compiler, **changes)(_source(gt))
 
     def builds() -> int:
         return len(log.read_text().splitlines()) if log.exists() else 0
 
-    return SimpleNamespace(run=run, builds=builds)
+    return SimpleNamespace(run=run, use=use, builds=builds, compiler=compiler)
 
 
 def test_a_built_program_is_restored_from_the_store_instead_of_rebuilt(
@@ -199,6 +203,7 @@ def test_disable_restores_gt4py_and_the_environment(
         (gt.filecache.FileCache, "__reduce_ex__"),
         (gt.compiler.CPPCompiler, "__call__"),
         (gt.cache, "get_cache_folder"),
+        (gt.runners.ProcessRunner, "submit"),
     ]
     before = [getattr(owner, name) for owner, name in patched]
     store = sc_gt4py.enable(tmp_path / "store")
@@ -222,6 +227,59 @@ def test_a_gt4py_without_a_relied_on_piece_is_refused_by_name(
     assert "GT4Py 1.2.3" in message
     assert "gt4py.next.otf.compilation.compiler.is_usable" in message
     assert (sc_gt4py.active_store(), gt.filecache.FileCache.__getitem__) == (None, getitem)
+
+
+def _task(gt: SimpleNamespace, executor: Any) -> Any:
+    return gt.runners.CompilationTask("fake", lambda with_refs: _source(gt), executor)
+
+
+def test_a_stored_task_is_answered_in_the_calling_process_without_a_worker(
+    gt: SimpleNamespace, compile_fake: SimpleNamespace, tmp_path: Path
+) -> None:
+    sc_gt4py.enable(tmp_path / "store")
+    compile_fake.run("gt4py-a")  # built once, kept in the store
+    compile_fake.use("gt4py-b")  # a new session: GT4Py's own cache is empty
+    runner = gt.runners.ProcessRunner(max_workers=1, shared_session_cache_dir=str(tmp_path))
+    try:
+        future = runner.submit(_task(gt, compile_fake.compiler))
+        assert future.done()
+        assert (future.result().src_dir / MODULE).is_file()
+        assert runner._pool._processes == {}  # no worker was started
+    finally:
+        runner.shutdown()
+    assert compile_fake.builds() == 1
+
+
+def test_a_task_with_work_left_goes_to_the_worker_untouched(
+    gt: SimpleNamespace, compile_fake: SimpleNamespace, tmp_path: Path
+) -> None:
+    from stepcache.integrations import _gt4py_runner
+
+    store = sc_gt4py.enable(tmp_path / "store")
+    compile_fake.use("gt4py-a")
+    sent: list[Any] = []
+
+    def worker(runner: Any, task: Any) -> str:
+        sent.append(task)
+        return "the worker's future"
+
+    def broken(source: Any) -> Any:
+        raise ValueError("a GT4Py error, for the worker to report")
+
+    routed = gt.filecache.FileCache(tmp_path / "translation_cache" / "gtfn")
+    with pytest.raises(KeyError):  # outside a stored-only run a miss is GT4Py's KeyError
+        routed[GT4PY_KEY]
+    for executor in (compile_fake.compiler, broken, lambda source: routed[GT4PY_KEY]):
+        task = _task(gt, executor)
+        assert _gt4py_runner._submit(worker, None, task) == "the worker's future"
+        assert sent[-1] is task
+    # Nothing was built, stored or counted as a miss in the calling process: the
+    # worker does that (the one miss is the lookup made outside a stored-only run).
+    assert (compile_fake.builds(), len(store), store.stats().misses) == (0, 0, 1)
+    sc_gt4py.disable()
+    off = _task(gt, compile_fake.compiler)
+    assert _gt4py_runner._submit(worker, None, off) == "the worker's future"
+    assert sent[-1] is off  # switched off: every task goes to the worker
 
 
 CHILD = """

@@ -173,6 +173,7 @@ def _counting_worker_initializer(counts: str, *args: Any) -> None:
     from gt4py.next.otf import runners
 
     runners._pool_worker_initializer(*args)  # GT4Py's own: a spawned worker is unpatched
+    _count(counts, "worker", "")
     _install_counters(counts)
 
 
@@ -212,12 +213,12 @@ def _start(spec: str, names: Sequence[str], work: Path, tag: str, **env: str) ->
 def _run_processes(
     spec: str, groups: Sequence[Sequence[str]], work: Path, tag: str, **env: str
 ) -> dict[str, int]:
-    """Run one process per group at once; assert results; return counts of translate/compile."""
+    """Run one process per group at once; assert results; count translations, builds, workers."""
     procs = [_start(spec, g, work, f"{tag}-{i}", **env) for i, g in enumerate(groups)]
     for proc in procs:
         out, _ = proc.communicate(timeout=PROCESS_DEADLINE)
         assert proc.returncode == 0, out.decode(errors="replace")[-4000:]
-    counts = {"translate": 0, "compile": 0}
+    counts = {"translate": 0, "compile": 0, "worker": 0}
     for i, group in enumerate(groups):
         results = json.loads((work / f"{tag}-{i}.json").read_text())
         assert results["ok"] == dict.fromkeys(group, True)
@@ -241,26 +242,30 @@ def test_warm_processes_translate_and_compile_nothing(tmp_path: Path) -> None:
     spec = f"dir://{tmp_path / 'store'}"
     gt4py_dir = tmp_path / "gt4py"
     gt4py_dir.mkdir()
-    first, second = NAMES[:5], NAMES[5:]
+    first, second, last = NAMES[:5], NAMES[5:9], NAMES[9:]
     persistent = {
         "GT4PY_BUILD_CACHE_LIFETIME": "persistent",
         "GT4PY_BUILD_CACHE_DIR": str(gt4py_dir),
     }
 
     cold = _run_processes(spec, [first, second], tmp_path, "cold", **persistent)
-    assert cold == {"translate": 10, "compile": 10}
+    assert cold["translate"] == cold["compile"] == 9
+    assert cold["worker"] >= 2  # GT4Py compiles in worker processes
     stored = _keys(spec)
-    assert len(stored) == 20  # a translation and a compiled program per program
+    assert len(stored) == 18  # a translation and a compiled program per program
 
     shutil.rmtree(gt4py_dir)  # GT4Py's own cache is gone; processes swap their programs
     gt4py_dir.mkdir()
     warm = _run_processes(spec, [second, first], tmp_path, "warm", **persistent)
-    assert warm == {"translate": 0, "compile": 0}
+    # stored programs load in the calling process: not even a compile worker starts
+    assert warm == {"translate": 0, "compile": 0, "worker": 0}
 
-    # GT4Py's default session lifetime caches nothing across runs; the store still does
-    again = _run_processes(spec, [first, second], tmp_path, "again")
-    assert again == {"translate": 0, "compile": 0}
-    assert _keys(spec) == stored
+    # GT4Py's default session lifetime caches nothing across runs; the store still
+    # does. A program not stored yet still goes to a worker, and only that one.
+    again = _run_processes(spec, [first, second + last], tmp_path, "again")
+    assert again == {"translate": 1, "compile": 1, "worker": 1}
+    assert len(_keys(spec) - stored) == 2
+    assert stored <= _keys(spec)
 
 
 def test_a_second_machine_sharing_redis_compiles_nothing(
@@ -280,10 +285,10 @@ def test_a_second_machine_sharing_redis_compiles_nothing(
         }
         sc.reset_registry()
         built = _run_processes(machine["a"], [names], tmp_path, "a")
-        assert built == {"translate": 3, "compile": 3}
+        assert (built["translate"], built["compile"]) == (3, 3)
 
         fetched = _run_processes(machine["b"], [names], tmp_path, "b")
-        assert fetched == {"translate": 0, "compile": 0}
+        assert fetched == {"translate": 0, "compile": 0, "worker": 0}
         assert _keys(f"dir://{tmp_path / 'b'}") == _keys(f"dir://{tmp_path / 'a'}")
 
 

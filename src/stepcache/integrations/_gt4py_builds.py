@@ -20,6 +20,7 @@ from typing import Any
 
 from stepcache.errors import StepCacheError
 from stepcache.fingerprint import fingerprint
+from stepcache.integrations import _gt4py_runner
 from stepcache.integrations import gt4py as core
 from stepcache.stores.base import Store
 
@@ -108,8 +109,13 @@ def _cache_folder(original: Callable[..., Any], *args: Any, **kwargs: Any) -> An
     with gt.locking.lock(folder):
         if gt.compiler.is_usable(gt.build_data.read_data(build.folder), build.folder):
             build.save = build.key not in store  # from GT4Py's own persistent cache
+        elif _gt4py_runner.stored_only.get() and build.key not in store:
+            # Building is work, a worker's; it counts the miss when it looks.
+            raise _gt4py_runner.NotStored(build.key)
         else:
             build.save = not _restore(gt, store, build.key, build.folder, build.step)
+            if build.save and _gt4py_runner.stored_only.get():
+                raise _gt4py_runner.NotStored(build.key)  # stored, but damaged or unusable
     return folder
 
 

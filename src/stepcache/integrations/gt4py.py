@@ -58,6 +58,7 @@ _MODULES: Final = {
     "cache": "gt4py.next.otf.compilation.cache",
     "build_data": "gt4py.next.otf.compilation.build_data",
     "compiler": "gt4py.next.otf.compilation.compiler",
+    "runners": "gt4py.next.otf.runners",
 }
 #: (module, attribute, annotated fields of that class) the integration relies on
 _REQUIRED: Final = (
@@ -68,6 +69,8 @@ _REQUIRED: Final = (
     ("compiler", "is_usable", ()),
     ("compiler", "CPPCompiler", ("force_recompile",)),
     ("compiler", "CPPCompilationArtifact", ("src_dir", "module")),
+    ("runners", "ProcessRunner", ()),
+    ("runners", "CompilationTask", ("construct_compilable", "executor", "no_offload_reason")),
 )
 _Saved = list[tuple[object, str, Any]]
 _ABSENT: Final = object()
@@ -263,6 +266,8 @@ def _routed(file_cache: Any) -> TranslationCache | None:
 
 def _patch_file_cache(patches: _Saved, cls: type) -> None:
     """Route every FileCache under ``translation_cache/``, existing or future, to the store."""
+    from stepcache.integrations._gt4py_runner import NotStored, stored_only
+
     plain_reduce: Callable[..., Any] = cls.__reduce_ex__
 
     def routing(name: str) -> Callable[..., Any]:
@@ -271,7 +276,12 @@ def _patch_file_cache(patches: _Saved, cls: type) -> None:
         @functools.wraps(original)
         def method(self: Any, *args: Any) -> Any:
             cache = _routed(self)
-            return original(self, *args) if cache is None else getattr(cache, name)(*args)
+            if cache is None:
+                return original(self, *args)
+            if name == "__getitem__" and stored_only.get() and args[0] not in cache:
+                # Translating is work, a worker's; it counts the miss when it looks.
+                raise NotStored(args[0])
+            return getattr(cache, name)(*args)
 
         return method
 
@@ -309,10 +319,11 @@ def enable(store: Store | str | os.PathLike[str] | None = None) -> Store:
         if _state.patches is None:
             patches: _Saved = []
             try:
-                from stepcache.integrations import _gt4py_builds
+                from stepcache.integrations import _gt4py_builds, _gt4py_runner
 
                 _patch_file_cache(patches, gt.filecache.FileCache)
                 _gt4py_builds.patch_compiler(patches, gt)
+                _gt4py_runner.patch_runner(patches, gt)
             except BaseException:
                 _undo(patches)
                 raise
