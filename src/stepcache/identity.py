@@ -116,7 +116,7 @@ class CodeIdentity:
 
     name: str
     digest: str
-    source: str  # "record", "files" or "missing"
+    source: str  # "record", "files", "interpreter" or "missing"
     files: _LazyFiles = _LazyFiles()
 
     def __stepcache_fingerprint__(self) -> tuple[str, str]:
@@ -227,6 +227,11 @@ def code_identity(name: str) -> CodeIdentity:
         spec = importlib.util.spec_from_file_location(name, _scripts[name])
     if spec is None or not (spec.origin or spec.submodule_search_locations):
         return CodeIdentity(name, "missing", "missing")
+    if spec.origin in ("built-in", "frozen"):
+        # Compiled into the interpreter (sys, and os when frozen): its code is
+        # the build's, so the build identifies it.
+        build = f"{sys.implementation.name} {sys.implementation.cache_tag} {sys.version}"
+        return CodeIdentity(name, xxhash.xxh3_128_hexdigest(build.encode()), "interpreter")
     # Strings, not Paths: this runs in every fresh process that declares code.
     roots = list(map(os.path.normpath, spec.submodule_search_locations or [str(spec.origin)]))
     record = _record_lines(name, os.path.normpath(spec.origin or roots[0]))

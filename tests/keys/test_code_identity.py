@@ -130,6 +130,18 @@ def test_memo_is_written_once_and_reused(tmp_path: Path, env: dict[str, str]) ->
     assert b"opt.py" in memo_files[0].read_bytes()
 
 
+@pytest.mark.parametrize("name", ["sys", "os", "_io"])
+def test_modules_built_into_the_interpreter_are_identified_by_its_build(name: str) -> None:
+    identity = code_identity(name)  # sys and _io are built in, os is frozen (3.11+)
+    assert identity.source in ("interpreter", "files")  # files: os run from source
+    if identity.source == "interpreter":
+        assert identity.digest == code_identity("sys").digest
+        assert identity.files == ()
+    step = sc.CachedStep(sc.step(str.upper), sc.MemoryStore(), code=(name,))
+    assert step("x") == "X"
+    assert step.key_for("x") == step.key_for("x")
+
+
 def test_a_missing_module_has_a_stable_missing_identity() -> None:
     ident = code_identity("no_such_module_for_stepcache")
     assert ident.source == "missing"
