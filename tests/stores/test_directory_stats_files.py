@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,3 +47,35 @@ def test_counters_with_any_label_round_trip(tmp_path: Path) -> None:
     assert stats.misses == len(labels)
     assert [m.label for m in stats.recent_misses] == labels
     assert stats.steps["Parse"].misses == len(labels)
+
+
+def test_a_flush_started_by_the_garbage_collector_inside_a_flush_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A process leaving ran a store's exit flush; the garbage collector, run by
+    # an allocation while the counters' lock was held, called the same store's
+    # finalizer, a second flush, which waited for that lock for ever.
+    from stepcache.stores._stats import Counters
+
+    store = DirectoryStore(tmp_path)
+    store.get(key(1))  # a miss: counters to write
+    stats_file = store._stats_file
+    assert stats_file is not None
+    snapshot = Counters.snapshot
+    nested: list[str] = []
+
+    def collected_inside(self: Counters) -> Any:
+        with self._lock:
+            stats_file.flush()  # what the finalizer runs, in this thread
+            _ = self.dirty  # another finalizer reading these counters
+            nested.append("returned")
+        return snapshot(self)
+
+    monkeypatch.setattr(Counters, "snapshot", collected_inside)
+    flushing = threading.Thread(target=stats_file.flush, daemon=True)
+    flushing.start()
+    flushing.join(timeout=10)
+    assert not flushing.is_alive(), "a nested flush deadlocked"
+    assert nested == ["returned"]
+    monkeypatch.undo()
+    assert DirectoryStore(tmp_path, read_only=True).stats().misses == 1

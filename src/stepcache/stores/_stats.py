@@ -153,7 +153,9 @@ class Counters:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: the garbage collector may run a store's finalizer (which
+        # reads these counters) in a thread that holds this lock.
+        self._lock = threading.RLock()
         self._counts = dict.fromkeys(_COUNTS, 0)
         self._steps: dict[str, list[int]] = {}
         self._misses: deque[MissRecord] = deque(maxlen=RECENT_MISSES)

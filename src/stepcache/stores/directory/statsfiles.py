@@ -138,11 +138,16 @@ class StatsFile:
     def flush(self) -> None:
         """Write the counters if they changed; never raises for a failed write."""
         self.due = time.monotonic() + FLUSH_EVERY
-        if not self.counters.dirty or os.getpid() != self.pid:
+        if os.getpid() != self.pid:
             return
+        # Own lock first: a flush that the garbage collector starts (the
+        # owner's finalizer) while this thread is inside a flush returns here,
+        # without waiting for the counters' lock that thread holds.
         if not self._lock.acquire(blocking=False):
             return
         try:
+            if not self.counters.dirty:
+                return
             self.counters.dirty = False
             data = dumps(self.counters.snapshot().to_dict())
             _fsutil.write_atomic(self.path, data.encode(), self._tmp, durable=self._durable)
