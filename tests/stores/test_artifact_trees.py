@@ -238,3 +238,35 @@ def test_put_dir_refuses_symlinks_and_special_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a regular file"):
         store.put_dir(key(1), src)
     shutil.rmtree(src)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, (1 << 20) - 1, 1 << 20, (5 << 20) // 2])
+def test_file_digests_cover_every_byte_whatever_the_size(tmp_path: Path, size: int) -> None:
+    import hashlib
+
+    from stepcache.stores import artifacts
+
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(size)
+    (src / "lib.so").write_bytes(data)
+    (record,) = artifacts.build_manifest(src, algo="sha256").files
+    assert (record.size, record.digest) == (size, hashlib.sha256(data).hexdigest())
+    assert artifacts.check_tree(src, artifacts.build_manifest(src)) is None
+    (src / "lib.so").write_bytes(data[:-1] + bytes([data[-1] ^ 1]) if size else b"x")
+    assert artifacts.check_tree(src, artifacts.build_manifest(src, algo="sha256")) is None
+    assert artifacts.check_tree(src, artifacts.Manifest((record,), (), "sha256"))
+
+
+def test_a_file_replaced_after_it_was_listed_is_not_digested_as_the_listed_one(
+    tmp_path: Path,
+) -> None:
+    from stepcache.stores import artifacts
+
+    path = tmp_path / "lib.so"
+    path.write_bytes(b"listed")
+    listed = os.lstat(path)
+    (tmp_path / "new.so").write_bytes(b"listed")
+    os.replace(tmp_path / "new.so", path)  # same bytes, another file
+    assert artifacts._digest(str(path), listed, "xxh3_128") is None
+    assert artifacts._digest(str(path), os.lstat(path), "xxh3_128") is not None

@@ -150,12 +150,24 @@ def _digest(path: str, st: os.stat_result, algo: str) -> str | None:
         fd = os.open(path, _READ)
     except OSError:
         return None
-    with open(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode) or opened.st_ino != st.st_ino:
+            return None  # replaced since it was listed
         h = _hasher(algo)
-        while chunk := f.read(_CHUNK):
+        # Plain reads, not a file object (whose set-up costs four system calls):
+        # a read asking for more than is left returns what is left, so a file
+        # read short of the request has ended.
+        want = min(st.st_size + 1, _CHUNK)
+        while chunk := os.read(fd, want):
             h.update(chunk)
+            if len(chunk) < want:
+                break
+            want = _CHUNK
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     digest: str = h.hexdigest()
     with _memo_lock:
         if len(_memo) >= _MEMO_MAX:
