@@ -173,3 +173,23 @@ def test_a_value_and_the_digest_of_the_same_value_are_no_difference() -> None:
     assert old != new
     assert diff_manifests(old, new) == []
     assert diff_manifests(old, manifest(kernel(opt_level=3))) == ["opt_level"]
+
+
+def test_registering_a_fingerprint_after_a_manifest_changes_how_the_next_one_expands() -> None:
+    from stepcache.fingerprint import register_fingerprint
+    from stepcache.fingerprint._registry import unregister_fingerprint
+
+    @dataclasses.dataclass(frozen=True)
+    class Box:
+        inner: tuple[int, ...]
+
+    value = {"box": Box((1, 2))}
+    assert "['box'].inner" in manifest(value)  # a dataclass: expanded, the answer remembered
+    register_fingerprint(Box, lambda box: box.inner)
+    try:
+        registered = manifest(value)
+        assert set(registered) == {"['box']"}  # a custom fingerprint: one leaf
+        assert registered["['box']"] == fingerprint(Box((1, 2)))[:16]
+    finally:
+        unregister_fingerprint(Box)
+    assert "['box'].inner" in manifest(value)

@@ -20,12 +20,22 @@ from stepcache.fingerprint._encode import fingerprint
 from stepcache.fingerprint._paths import ancestors, children, join
 from stepcache.fingerprint._resolve import tables_for
 
+# type -> its "node" tag: every expanded container of a manifest needs one.
+_node_tags: dict[type, bytes] = {}
+_MAX_TYPES: Final = 4096
+
 
 def _own_digest(value: Any, size: int) -> str:
     # An expanded container's own entry covers only its type and size; its
     # contents have entries of their own. So list -> tuple, or a new length,
     # shows at the container's path, and a changed item only at the item's.
-    return xxh3_64_hexdigest(marshal.dumps([tk.type_tag(b"node", type(value)), size], 2))
+    cls = type(value)
+    tag = _node_tags.get(cls)
+    if tag is None:
+        if len(_node_tags) >= _MAX_TYPES:
+            _node_tags.clear()
+        tag = _node_tags[cls] = tk.type_tag(b"node", cls)
+    return xxh3_64_hexdigest(marshal.dumps([tag, size], 2))
 
 
 # Leaves shown as values rather than digests: short, exact-typed scalars and strings.

@@ -43,9 +43,25 @@ def ancestors(path: str) -> list[str]:
     return ["", *found] if path else []
 
 
+# cls -> expandable_fields(cls): a manifest asks again for every node. Bounded
+# (classes made at run time would otherwise be kept alive) and dropped when
+# the registry changes, as the fingerprint's own tables are.
+_expandable: dict[type, tuple[str, ...] | None] = {}
+_MAX_TYPES = 4096
+_registry.on_change(_expandable.clear)
+
+
 def expandable_fields(cls: type) -> tuple[str, ...] | None:
     """The fields instances of ``cls`` are keyed by (a dataclass without a hook), or ``None``."""
-    return keyed_fields(cls) if _registry.custom_standin(cls) is None else None
+    try:
+        return _expandable[cls]
+    except KeyError:
+        pass
+    found = keyed_fields(cls) if _registry.custom_standin(cls) is None else None
+    if len(_expandable) >= _MAX_TYPES:
+        _expandable.clear()
+    _expandable[cls] = found
+    return found
 
 
 def _first(pair: tuple[str, Any]) -> str:
