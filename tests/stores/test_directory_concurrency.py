@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -92,5 +93,22 @@ def test_writers_killed_at_random_points_leave_whole_entries_or_none(tmp_path: P
     assert store.stats().errors == 0
     assert store.verify().corrupt == ()
     store.prune()
+    # No temp work of a killed writer is left. A writer killed between publishing
+    # a tree and writing its entry leaves an orphan tree, which prune only
+    # records (in this host's seen.<host>) until it stays unchanged for
+    # sweep_after; with sweep_after=0, a second prune removes it.
+    left = os.listdir(store.path / "tmp")
+    records = [name for name in left if name.startswith("seen.")]
+    assert left == records
+    for name in records:
+        for rel in json.loads((store.path / "tmp" / name).read_text()):
+            assert rel.startswith("v1/"), rel
+            assert rel.endswith(".d"), rel
+            assert rel.rsplit("/", 1)[1].removesuffix(".d") not in store
+    impatient = DirectoryStore(path, sweep_after=0)
+    impatient.prune()
+    impatient.prune()
     assert os.listdir(store.path / "tmp") == []
+    trees = [d.name.removesuffix(".d") for d in (store.path / "v1").glob("*/*/*.d")]
+    assert all(k in store for k in trees)  # every tree left has its entry
     assert present  # the writers got somewhere before being killed
