@@ -160,3 +160,15 @@ def test_bench_from_an_installed_copy_says_where_the_benchmarks_are(tmp_path: Pa
     [line] = proc.stderr.splitlines()
     assert "the benchmarks are in the source tree" in line
     assert "python -m benchmarks" in line
+
+
+@pytest.mark.timeout(180)
+def test_bench_in_a_checkout_runs_the_benchmarks_as_their_own_program(tmp_path: Path) -> None:
+    # As `python -m benchmarks` in a process of its own: started from this
+    # command (run with PYTHONDONTWRITEBYTECODE, as run_cli does), the
+    # benchmarks' workers would otherwise all get -B.
+    proc = run_cli("bench", "--quick", "--only", "store", "--json", env={"TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)
+    assert doc["quick"] is True
+    assert list(doc["sections"]) == ["store"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -177,7 +176,8 @@ def demo(session: Session, programs: int, workers: int | None, fresh: bool, as_j
     return EXIT_OK if doc["verified"] else EXIT_CHECK
 
 
-def _benchmarks_main() -> Callable[[list[str]], Any]:
+def _benchmarks_root() -> Path:
+    """The source checkout holding ``benchmarks/``; :class:`CliError` from an installed copy."""
     import stepcache
 
     root = Path(stepcache.__file__).resolve().parents[2]
@@ -187,28 +187,39 @@ def _benchmarks_main() -> Callable[[list[str]], Any]:
             hint="run them from a source checkout: python -m benchmarks",
             exit_code=EXIT_USAGE,
         )
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    main: Callable[[list[str]], Any] = importlib.import_module("benchmarks.__main__").main
-    return main
+    return root
 
 
 @click.command(short_help="Run the benchmarks (from a source checkout).")
 @click.option("--quick", is_flag=True, help="Fewer repetitions and smaller sizes.")
+@click.option(
+    "--only", metavar="NAME,...", help="Only these scenarios (see python -m benchmarks --list)."
+)
 @click.option("--plot", metavar="FILE", help="Also save a chart (needs matplotlib).")
 @json_option
-def bench(quick: bool, plot: str | None, as_json: bool) -> int:
+def bench(quick: bool, only: str | None, plot: str | None, as_json: bool) -> int:
     """Run the benchmarks of a source checkout (same as: python -m benchmarks).
+
+    They run as ``python -m benchmarks`` in a process of their own, which
+    starts its workers with cached bytecode as installed software runs.
 
     \b
     Examples:
       stepcache bench --quick
+      stepcache bench --only demo,miss
       stepcache bench --json --plot bench.png
     """
-    args = [*(["--quick"] if quick else []), *(["--json"] if as_json else [])]
-    args += ["--plot", plot] if plot else []
-    code = _benchmarks_main()(args)
-    return code if isinstance(code, int) else EXIT_OK
+    import subprocess
+
+    root = _benchmarks_root()
+    args = [*(["--quick"] if quick else []), *(["--only", only] if only else [])]
+    args += [*(["--json"] if as_json else []), *(["--plot", plot] if plot else [])]
+    sys.stdout.flush()
+    # Not in this process: one started with -B (or under PYTHONDONTWRITEBYTECODE)
+    # would pass that to every worker the benchmarks spawn.
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], cwd=root, check=False
+    ).returncode
 
 
 def register(group: click.Group) -> None:
