@@ -282,6 +282,35 @@ def test_a_task_with_work_left_goes_to_the_worker_untouched(
     assert sent[-1] is off  # switched off: every task goes to the worker
 
 
+def test_a_stored_only_run_counts_its_hits_only_when_it_answers_the_task(
+    gt: SimpleNamespace, compile_fake: SimpleNamespace, tmp_path: Path
+) -> None:
+    from stepcache.integrations import _gt4py_runner
+
+    store = sc_gt4py.enable(tmp_path / "store")
+    routed = gt.filecache.FileCache(tmp_path / "translation_cache" / "gtfn")
+    routed[GT4PY_KEY] = "generated C++"  # the translation is stored, the build is not
+
+    def translate_then_build(source: Any) -> Any:
+        assert routed[GT4PY_KEY] == "generated C++"
+        return compile_fake.compiler(source)
+
+    compile_fake.use("gt4py-a")
+    sent: list[Any] = []
+    task = _task(gt, translate_then_build)
+    _gt4py_runner._submit(lambda runner, task: sent.append(task), None, task)
+    assert sent == [task]
+    assert store.stats().hits == 0  # its worker counts the translation it reads
+    task.compile()  # what the worker does: translate (a hit) and build (a miss, stored)
+    assert (store.stats().hits, compile_fake.builds()) == (1, 1)
+
+    compile_fake.use("gt4py-b")  # everything stored now: answered here, both hits counted
+    future = _gt4py_runner._submit(lambda runner, task: sent.append(task), None, task)
+    assert future.done()
+    assert len(sent) == 1
+    assert (store.stats().hits, compile_fake.builds()) == (3, 1)
+
+
 CHILD = """
 import json, pickle, sys
 step = pickle.loads(open(sys.argv[1], "rb").read())

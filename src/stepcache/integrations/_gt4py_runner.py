@@ -23,10 +23,17 @@ from typing import Any
 from stepcache._log import log
 from stepcache.integrations import gt4py as core
 
-__all__ = ["NotStored", "patch_runner", "stored_only"]
+__all__ = ["NotStored", "found", "patch_runner", "stored_only"]
 
 #: True while a task runs in the calling thread on stored results only
 stored_only: contextvars.ContextVar[bool] = contextvars.ContextVar("stored_only", default=False)
+#: hits such a run found, counted only if the task is answered there (else its worker counts)
+_found: contextvars.ContextVar[list[Callable[[], None]]] = contextvars.ContextVar("_found")
+
+
+def found(count: Callable[[], None]) -> None:
+    """Count a hit of a stored-only run (``count()``) once its task is answered in this thread."""
+    _found.get().append(count)
 
 
 class NotStored(Exception):
@@ -37,9 +44,10 @@ def _submit(original: Callable[[Any, Any], Any], runner: Any, task: Any) -> Any:
     """``ProcessRunner.submit``: a done future if every step of ``task`` is stored."""
     if core._state.store is None or task.no_offload_reason is not None:
         return original(runner, task)
-    token = stored_only.set(True)
+    token, hits = stored_only.set(True), _found.set([])
     try:
         artifact = task.compile()
+        counts = _found.get()
     except NotStored:
         return original(runner, task)
     except Exception as exc:  # the worker runs it again and reports it the way GT4Py does
@@ -47,6 +55,9 @@ def _submit(original: Callable[[Any, Any], Any], runner: Any, task: Any) -> Any:
         return original(runner, task)
     finally:
         stored_only.reset(token)
+        _found.reset(hits)
+    for count in counts:
+        count()
     done: concurrent.futures.Future[Any] = concurrent.futures.Future()
     done.set_result(artifact)
     return done

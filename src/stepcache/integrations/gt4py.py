@@ -266,7 +266,7 @@ def _routed(file_cache: Any) -> TranslationCache | None:
 
 def _patch_file_cache(patches: _Saved, cls: type) -> None:
     """Route every FileCache under ``translation_cache/``, existing or future, to the store."""
-    from stepcache.integrations._gt4py_runner import NotStored, stored_only
+    from stepcache.integrations._gt4py_runner import NotStored, found, stored_only
 
     plain_reduce: Callable[..., Any] = cls.__reduce_ex__
 
@@ -278,9 +278,14 @@ def _patch_file_cache(patches: _Saved, cls: type) -> None:
             cache = _routed(self)
             if cache is None:
                 return original(self, *args)
-            if name == "__getitem__" and stored_only.get() and args[0] not in cache:
-                # Translating is work, a worker's; it counts the miss when it looks.
-                raise NotStored(args[0])
+            if name == "__getitem__" and stored_only.get():
+                # Looked at without counting: if the task goes to a worker after all
+                # (a step of it has work left), the worker's own look counts.
+                value = cache.store.peek(cache.store_key(args[0]), MISSING)
+                if value is MISSING:
+                    raise NotStored(args[0])  # translating is work, a worker's
+                found(functools.partial(cache.store.counters.step_hit, cache.step))
+                return value
             return getattr(cache, name)(*args)
 
         return method
