@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import collections
+import functools
 import marshal
 from collections.abc import Mapping
 from typing import Any, Final
@@ -18,24 +19,21 @@ from xxhash import xxh3_64_hexdigest
 from stepcache.fingerprint import _tokens as tk
 from stepcache.fingerprint._encode import fingerprint
 from stepcache.fingerprint._paths import ancestors, children, join
-from stepcache.fingerprint._resolve import tables_for
+from stepcache.fingerprint._resolve import _MAX_TYPES, tables_for
 
-# type -> its "node" tag: every expanded container of a manifest needs one.
-_node_tags: dict[type, bytes] = {}
-_MAX_TYPES: Final = 4096
+
+@functools.lru_cache(maxsize=_MAX_TYPES)
+def _node_tag(cls: type) -> bytes:
+    """The tag of an expanded container's own entry (every one of a manifest needs it)."""
+    return tk.type_tag(b"node", cls)
 
 
 def _own_digest(value: Any, size: int) -> str:
     # An expanded container's own entry covers only its type and size; its
     # contents have entries of their own. So list -> tuple, or a new length,
     # shows at the container's path, and a changed item only at the item's.
-    cls = type(value)
-    tag = _node_tags.get(cls)
-    if tag is None:
-        if len(_node_tags) >= _MAX_TYPES:
-            _node_tags.clear()
-        tag = _node_tags[cls] = tk.type_tag(b"node", cls)
-    return xxh3_64_hexdigest(marshal.dumps([tag, size], 2))
+    cls: type = type(value)
+    return xxh3_64_hexdigest(marshal.dumps([_node_tag(cls), size], 2))
 
 
 # Leaves shown as values rather than digests: short, exact-typed scalars and strings.

@@ -9,11 +9,12 @@ short digest, ``[#1f2e3d4c5b6a]``, so paths are stable across processes.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
 
 from stepcache.fingerprint import _registry
 from stepcache.fingerprint._encode import fingerprint
-from stepcache.fingerprint._resolve import keyed_fields
+from stepcache.fingerprint._resolve import _MAX_TYPES, keyed_fields
 
 _SCALARS = (str, int, float, bool, type(None), bytes)
 _SEPARATORS = ".[{"
@@ -43,25 +44,15 @@ def ancestors(path: str) -> list[str]:
     return ["", *found] if path else []
 
 
-# cls -> expandable_fields(cls): a manifest asks again for every node. Bounded
-# (classes made at run time would otherwise be kept alive) and dropped when
-# the registry changes, as the fingerprint's own tables are.
-_expandable: dict[type, tuple[str, ...] | None] = {}
-_MAX_TYPES = 4096
-_registry.on_change(_expandable.clear)
-
-
+# A manifest asks again for every node: remembered per class, as the
+# fingerprint's own tables are (bounded, and dropped when the registry changes).
+@functools.lru_cache(maxsize=_MAX_TYPES)
 def expandable_fields(cls: type) -> tuple[str, ...] | None:
     """The fields instances of ``cls`` are keyed by (a dataclass without a hook), or ``None``."""
-    try:
-        return _expandable[cls]
-    except KeyError:
-        pass
-    found = keyed_fields(cls) if _registry.custom_standin(cls) is None else None
-    if len(_expandable) >= _MAX_TYPES:
-        _expandable.clear()
-    _expandable[cls] = found
-    return found
+    return keyed_fields(cls) if _registry.custom_standin(cls) is None else None
+
+
+_registry.on_change(expandable_fields.cache_clear)
 
 
 def _first(pair: tuple[str, Any]) -> str:
@@ -74,7 +65,7 @@ def children(value: Any, mode: str = "strict") -> list[tuple[str, Any]] | None:
     Dict and set children are sorted by name, so equal values list equal
     children whatever their insertion or iteration order.
     """
-    cls = type(value)
+    cls: type = type(value)
     if cls is tuple or cls is list:
         return [(f"[{i}]", item) for i, item in enumerate(value)]
     if cls is dict:
