@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from stepcache.stores._dirfds import DirFds
+    from stepcache.stores.artifacts import Manifest
 
 __all__ = [
     "copy_tree",
@@ -206,34 +207,48 @@ def publish(
 
 
 def copy_tree(
-    src: Path, tmp_dir: str, *, durable: bool = False, move: bool = False
-) -> tuple[str, int, int]:
+    src: Path,
+    tmp_dir: str,
+    *,
+    durable: bool = False,
+    move: bool = False,
+    algo: str = "xxh3_128",
+    fds: DirFds | None = None,
+) -> tuple[str, Manifest, bool]:
     """Copy (or with ``move=True``, move) directory ``src`` into a new temp directory.
 
-    Returns (its path, files, bytes). Moving is one rename when ``src`` is on
-    the same filesystem as the store, else a copy (then ``src`` is still
-    there: the caller removes it once the copy is published). A tree holding
-    anything but regular files and directories is refused with
-    :class:`ValueError`, and ``src`` is left where it was. The copy is made
-    through an fd of ``tmp_dir``, so a ``tmp/`` replaced by a symlink never
-    receives it; in a group directory the tree is the group's (directories
-    2770, files 0660, or 0770 if executable).
+    Returns its path, its manifest (digests under ``algo``, each file read
+    once on the way in) and whether ``src`` was moved. Moving is one rename
+    when ``src`` is on the same filesystem as the store, else a copy (then
+    ``src`` is still there: the caller removes it once the copy is
+    published). A tree holding anything but regular files and directories
+    is refused with :class:`ValueError`, and ``src`` is left where it was.
+    The copy is made through an fd of ``tmp_dir`` (kept in ``fds`` where
+    given), so a ``tmp/`` replaced by a symlink never receives it; in a
+    group directory the tree is the group's (directories 2770, files 0660,
+    or 0770 if executable).
     """
     from stepcache.stores.directory.trees import TreeModes, adopt_tree, copy_into
 
-    if not src.is_dir() or src.is_symlink():
-        raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
-    tmp_fd = open_leaf(tmp_dir, create=True, durable=durable)
     try:
-        st = os.fstat(tmp_fd)
-        modes = TreeModes(st.st_gid if is_group_dir(st.st_mode) else None, durable)
+        is_dir = stat.S_ISDIR(os.lstat(src).st_mode)
+    except OSError:
+        is_dir = False
+    if not is_dir:
+        raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
+    kept = _kept_dir(fds, tmp_dir)
+    tmp_fd, group = kept or (open_leaf(tmp_dir, create=True, durable=durable), None)
+    try:
+        if group is None:
+            group = is_group_dir(os.fstat(tmp_fd).st_mode)
+        modes = TreeModes(os.fstat(tmp_fd).st_gid if group else None, durable)
         name = temp_name(".dir")
         moved = move and _rename_in(src, tmp_fd, name)
         try:
             if moved:
-                files, nbytes = adopt_tree(tmp_fd, name, modes)
+                manifest = adopt_tree(tmp_fd, name, modes, algo)
             else:
-                files, nbytes = copy_into(os.fspath(src), tmp_fd, name, modes)
+                manifest = copy_into(os.fspath(src), tmp_fd, name, modes, algo)
             # Fresh: an artifact directory not yet followed by its entry is young, not orphaned.
             os.utime(name, dir_fd=tmp_fd)
         except BaseException:
@@ -243,8 +258,24 @@ def copy_tree(
             rmtree_at(tmp_fd, name, os.path.join(tmp_dir, name))
             raise
     finally:
-        os.close(tmp_fd)
-    return os.path.join(tmp_dir, name), files, nbytes
+        if kept is None:
+            os.close(tmp_fd)
+    return os.path.join(tmp_dir, name), manifest, moved
+
+
+def _kept_dir(fds: DirFds | None, path: str) -> tuple[int, bool] | None:
+    """The kept fd of directory ``path`` and its group bit, if ``fds`` has (or can open) one
+    that is still linked; else ``None`` (then the caller opens it from the path)."""
+    if fds is None:
+        return None
+    try:
+        kept = fds.get(path)
+        if os.fstat(kept[0]).st_nlink > 0:
+            return kept
+    except OSError:  # not there yet: the path-based way creates it
+        return None
+    fds.forget(path)  # removed under a running process (a cache deleted by hand)
+    return None
 
 
 def _rename_in(src: Path, tmp_fd: int, name: str) -> bool:

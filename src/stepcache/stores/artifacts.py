@@ -47,6 +47,8 @@ __all__ = [
     "check_tree",
     "decode",
     "encode",
+    "hash_fd",
+    "new_hasher",
     "scratch_dir",
     "unpack",
 ]
@@ -72,6 +74,10 @@ class FileRecord:
     digest: str  #: hex digest under the manifest's ``algo``
 
 
+def _path_of(record: FileRecord) -> str:
+    return record.path
+
+
 @dataclasses.dataclass(frozen=True)
 class Manifest:
     """What a stored tree must contain: every file and directory, with digests."""
@@ -79,6 +85,11 @@ class Manifest:
     files: tuple[FileRecord, ...]
     dirs: tuple[str, ...] = ()
     algo: str = "xxh3_128"
+
+    @classmethod
+    def listed(cls, files: list[FileRecord], dirs: list[str], algo: str) -> Manifest:
+        """The manifest of ``files`` and ``dirs`` as found, in path order (the canonical one)."""
+        return cls(tuple(sorted(files, key=_path_of)), tuple(sorted(dirs)), algo)
 
     @property
     def nbytes(self) -> int:
@@ -127,7 +138,8 @@ def _check_name(name: str) -> None:
         raise ValueError(f"manifest path {name!r} would leave the tree")
 
 
-def _hasher(algo: str) -> Any:
+def new_hasher(algo: str) -> Any:
+    """A fresh hash object of manifest digest ``algo`` (``xxh3_128`` or ``sha256``)."""
     if algo == "sha256":
         import hashlib
 
@@ -138,6 +150,26 @@ def _hasher(algo: str) -> Any:
 
 
 _ALGOS: Final = ("xxh3_128", "sha256")
+
+
+def hash_fd(fd: int, size: int, algo: str) -> tuple[str, int]:
+    """(hex digest under ``algo``, bytes read) of the file open at ``fd``, read to its end.
+
+    ``size`` is what its stat said: the first read asks for one byte more,
+    so a file of that size is read whole in one call and its end seen at once.
+    """
+    h = new_hasher(algo)
+    # Plain reads, not a file object (whose set-up costs four system calls):
+    # a read asking for more than is left returns what is left, so a file
+    # read short of the request has ended.
+    want, nbytes = min(size + 1, _CHUNK), 0
+    while chunk := os.read(fd, want):
+        h.update(chunk)
+        nbytes += len(chunk)
+        if len(chunk) < want:
+            break
+        want = _CHUNK
+    return h.hexdigest(), nbytes
 
 
 def _digest(path: str, st: os.stat_result, algo: str) -> str | None:
@@ -154,21 +186,11 @@ def _digest(path: str, st: os.stat_result, algo: str) -> str | None:
         opened = os.fstat(fd)
         if not stat.S_ISREG(opened.st_mode) or opened.st_ino != st.st_ino:
             return None  # replaced since it was listed
-        h = _hasher(algo)
-        # Plain reads, not a file object (whose set-up costs four system calls):
-        # a read asking for more than is left returns what is left, so a file
-        # read short of the request has ended.
-        want = min(st.st_size + 1, _CHUNK)
-        while chunk := os.read(fd, want):
-            h.update(chunk)
-            if len(chunk) < want:
-                break
-            want = _CHUNK
+        digest = hash_fd(fd, st.st_size, algo)[0]
     except OSError:
         return None
     finally:
         os.close(fd)
-    digest: str = h.hexdigest()
     with _memo_lock:
         if len(_memo) >= _MEMO_MAX:
             _memo.clear()
@@ -211,7 +233,7 @@ def build_manifest(root: str | os.PathLike[str], *, algo: str = "xxh3_128") -> M
             files.append(FileRecord(name, stat.S_IMODE(st.st_mode), st.st_size, digest))
         else:
             raise ValueError(f"put_dir stores regular files only; {name!r} is {_kind(st.st_mode)}")
-    return Manifest(tuple(files), tuple(dirs), algo)
+    return Manifest.listed(files, dirs, algo)
 
 
 def check_tree(root: str | os.PathLike[str], manifest: Manifest) -> str | None:

@@ -17,9 +17,9 @@ The optional methods have working defaults and are overridden where a
 backend can do better: :meth:`Backend.load_header` (read only the start of a
 blob), :meth:`Backend.lock` (exclude other processes while one computes a
 key), :meth:`Backend.usage`, :meth:`Backend.entries` (sizes and last use for
-eviction), and the tree hooks :meth:`Backend.put_tree` /
-:meth:`Backend.tree_path` for backends that keep artifact trees as files
-rather than as an archive inside the entry.
+eviction), and the tree hooks :meth:`Backend.put_tree` (or
+:meth:`Backend.put_tree_hashed`) / :meth:`Backend.tree_path` for backends
+that keep artifact trees as files rather than as an archive inside the entry.
 
 Failures: ``save`` raises :class:`OSError` when it cannot store (disk full,
 permission); a backend that cannot reach its server raises
@@ -33,9 +33,12 @@ import abc
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from stepcache._record import Record
+
+if TYPE_CHECKING:
+    from stepcache.stores.artifacts import Manifest
 
 __all__ = ["Backend", "EntryStat"]
 
@@ -143,6 +146,21 @@ class Backend(abc.ABC):
         called when :attr:`keeps_files` is true; may raise :class:`OSError`.
         """
         raise NotImplementedError(f"{type(self).__name__} keeps trees inside entries")
+
+    def put_tree_hashed(
+        self, key: str, src: Path, *, move: bool, algo: str
+    ) -> tuple[Path, Manifest | None]:
+        """:meth:`put_tree`, and the manifest of the published tree if it was read on the way.
+
+        A backend that reads every file while storing it can take its digest
+        (under ``algo``: ``"xxh3_128"`` or ``"sha256"``, see
+        :func:`stepcache.stores.artifacts.new_hasher`) then and return the
+        :class:`~stepcache.stores.artifacts.Manifest` of exactly what it
+        published, saving the store a second walk of the tree. ``None``
+        (the default) leaves building it to the store, which reads the
+        published tree.
+        """
+        return self.put_tree(key, src, move=move), None
 
     def tree_path(self, key: str) -> Path | None:
         """Where the files of ``key``'s tree are, if this backend keeps them as files."""

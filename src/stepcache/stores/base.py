@@ -124,7 +124,7 @@ class Store(StoreCore):
             if self.read_only:
                 return built
             try:
-                stored = self._store_dir(key, built, info, move=True)
+                stored = self._store_dir(key, built, info, move=True, looked=True)
             except StoreWriteError as exc:  # counted and logged: the result is still the result
                 if exc.filename is None or not os.path.isdir(exc.filename):
                     raise  # the tree itself is gone (removed by someone else)
@@ -237,15 +237,28 @@ class Store(StoreCore):
         return stored
 
     def _store_dir(
-        self, key: str, src: Path, info: Mapping[str, Any] | None, *, move: bool
+        self,
+        key: str,
+        src: Path,
+        info: Mapping[str, Any] | None,
+        *,
+        move: bool,
+        looked: bool = False,
     ) -> Path | None:
         """Store ``src`` as the tree of ``key``; the stored copy, or on failure (counted)
-        ``None`` if the tree is still at ``src``, else :class:`StoreWriteError` saying where."""
+        ``None`` if the tree is still at ``src``, else :class:`StoreWriteError` saying where.
+
+        ``looked``: the caller found no good tree of ``key`` just now (single
+        flight looks under the key's lock), so it is not looked for again.
+        """
         from stepcache.stores import artifacts
 
-        if not src.is_dir():
+        if looked:  # nothing to keep: storing it checks that src is a directory
+            existing = None
+        elif not src.is_dir():
             raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
-        existing = self._find_dir(key)
+        else:
+            existing = self._find_dir(key)
         if existing is not None:  # a good tree is there already (it may be in use): keep it
             if move:
                 import shutil  # here: only cleaning up needs it
@@ -259,10 +272,16 @@ class Store(StoreCore):
                 # An orphan tree (no entry, or a damaged one) is nobody's: make room.
                 with contextlib.suppress(OSError):  # then publishing fails, and says why
                     self.backend.remove(key)
-            path = self._call("write to", lambda: self.backend.put_tree(key, src, move=move), None)
-            if path is None:
+            put = self._call(
+                "write to",
+                lambda: self.backend.put_tree_hashed(key, src, move=move, algo=algo),
+                None,
+            )
+            if put is None:
                 return None
-            manifest = artifacts.build_manifest(path, algo=algo)
+            path, manifest = put
+            if manifest is None:  # not read on the way in: read the published tree
+                manifest = artifacts.build_manifest(path, algo=algo)
             payload = codec.TreePayload(artifacts.encode(manifest, None))
             if not self._save(key, self._pack(key, payload, tree_info), tree_info):
                 why = f"its entry could not be written: {self.last_error}"

@@ -269,9 +269,18 @@ class TieredStore(Store):
 
     # -- artifact trees ------------------------------------------------------------
     def _store_dir(
-        self, key: str, src: Path, info: Mapping[str, Any] | None, *, move: bool
+        self,
+        key: str,
+        src: Path,
+        info: Mapping[str, Any] | None,
+        *,
+        move: bool,
+        looked: bool = False,
     ) -> Path | None:
-        """The tree in the local tier (as files) and the remote one (in its own form)."""
+        """The tree in the local tier (as files) and the remote one (in its own form).
+
+        ``looked`` is not passed on: each tier's ``put_dir`` looks in that tier.
+        """
         remote = self.remote_writable()
         if self.local.read_only:
             if not remote:

@@ -62,6 +62,7 @@ from stepcache.stores.directory.sweep import STALE_AFTER, Observer, sweep_temp
 if TYPE_CHECKING:
     from stepcache.stores._dirfds import DirFds
     from stepcache.stores._locks import KeyLocks
+    from stepcache.stores.artifacts import Manifest
 
 __all__ = ["DAMAGED", "TAG", "DirectoryBackend"]
 
@@ -262,19 +263,32 @@ class DirectoryBackend(Backend):
         copied across filesystems for a move is removed from ``src`` only
         once published.
         """
+        return self.put_tree_hashed(key, src, move=move, algo="xxh3_128")[0]
+
+    def put_tree_hashed(
+        self, key: str, src: Path, *, move: bool, algo: str
+    ) -> tuple[Path, Manifest | None]:
+        """:meth:`put_tree`, with the manifest of the files as they went in.
+
+        ``None`` for the manifest where another writer's tree was published
+        first (it stays, and may differ from this one).
+        """
         dest = self.path(key) + ".d"
-        tmp, _, nbytes = _fsutil.copy_tree(src, self._tmp, durable=self.durable, move=move)
-        restore = src if move else None
+        tmp, manifest, moved = _fsutil.copy_tree(
+            src, self._tmp, durable=self.durable, move=move, algo=algo, fds=self._fds
+        )
+        restore = src if moved else None
         published = _fsutil.publish_dir(
             tmp, dest, durable=self.durable, restore=restore, fds=self._fds
         )
-        if move:  # copied rather than renamed (another filesystem): the original goes now
+        if move and not moved:  # copied (another filesystem): the original goes now
             import shutil  # here: only cleaning up needs it
 
             shutil.rmtree(src, ignore_errors=True)
-        if published:  # else another writer published first: theirs stays
-            self._wrote(key, nbytes)
-        return Path(dest)
+        if not published:  # another writer published first: theirs stays
+            return Path(dest), None
+        self._wrote(key, manifest.nbytes)
+        return Path(dest), manifest
 
     def tree_path(self, key: str) -> Path | None:
         dest = self.path(key) + ".d"

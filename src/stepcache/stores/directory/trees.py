@@ -1,6 +1,9 @@
 """Artifact trees entering a store: copied or adopted through directory fds, checked as they go.
 
-Helpers of :func:`stepcache.stores._fsutil.copy_tree`. A tree may hold only
+Helpers of :func:`stepcache.stores._fsutil.copy_tree`. Each file is read
+once on its way in, and its digest taken then: both return the tree's
+:class:`~stepcache.stores.artifacts.Manifest`, so the store never walks
+the published tree again to sign it. A tree may hold only
 regular files and directories: a symlink could point anywhere, including
 outside the cache, so one is refused with :class:`ValueError`. Modes are
 narrowed to the owner's (keeping the executable bit shared objects need), and
@@ -12,8 +15,8 @@ directory swapped for a symlink meanwhile never receives a file.
 >>> src, tmp = tempfile.mkdtemp(), tempfile.mkdtemp()
 >>> _ = pathlib.Path(src, "lib.so").write_bytes(b"ELF")
 >>> fd = os.open(tmp, os.O_RDONLY)
->>> copy_into(src, fd, "copy", TreeModes(None, durable=False))
-(1, 3)
+>>> [(f.path, f.size) for f in copy_into(src, fd, "copy", TreeModes(None, durable=False)).files]
+[('lib.so', 3)]
 >>> os.close(fd)
 """
 
@@ -22,10 +25,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import shutil
 import stat
 from typing import Final
 
+from stepcache.stores.artifacts import FileRecord, Manifest, hash_fd, new_hasher
 from stepcache.stores.directory.beneath import DIR_FLAGS, NEW_FILE
 
 __all__ = ["TreeModes", "adopt_tree", "copy_into"]
@@ -68,85 +71,151 @@ def _fsync(fd: int) -> None:
         os.fsync(fd)
 
 
-def copy_into(src: str, parent_fd: int, name: str, modes: TreeModes) -> tuple[int, int]:
-    """Copy directory ``src`` to the new directory ``name`` in ``parent_fd``; (files, bytes).
+@dataclasses.dataclass
+class _Listing:
+    """What a walk found so far: files (with digests under ``algo``) and directories."""
+
+    algo: str
+    files: list[FileRecord] = dataclasses.field(default_factory=list)
+    dirs: list[str] = dataclasses.field(default_factory=list)
+
+    def manifest(self) -> Manifest:
+        return Manifest.listed(self.files, self.dirs, self.algo)
+
+
+# -- copying (another filesystem, or the caller keeps its tree) ----------------------
+def copy_into(
+    src: str, parent_fd: int, name: str, modes: TreeModes, algo: str = "xxh3_128"
+) -> Manifest:
+    """Copy directory ``src`` to the new directory ``name`` in ``parent_fd``; the copy's manifest.
 
     Files keep their modification times; the copy's directories get
-    :attr:`TreeModes.dir_mode`. On failure the partial copy is left for the
-    caller to remove.
+    :attr:`TreeModes.dir_mode`. Digests (under ``algo``) are of the bytes
+    copied. On failure the partial copy is left for the caller to remove.
     """
+    listing = _Listing(algo)
+    _copy_dir(src, parent_fd, name, "", modes, listing)
+    return listing.manifest()
+
+
+def _copy_dir(
+    src: str, parent_fd: int, name: str, rel: str, modes: TreeModes, listing: _Listing
+) -> None:
     os.mkdir(name, 0o700, dir_fd=parent_fd)
     fd = os.open(name, _SUBDIR, dir_fd=parent_fd)
     try:
-        files = nbytes = 0
         with os.scandir(src) as found:
             entries = list(found)
         for entry in entries:
             st = entry.stat(follow_symlinks=False)
             _refuse(entry.name, st.st_mode)
+            path = rel + entry.name
             if stat.S_ISDIR(st.st_mode):
-                sub_files, sub_bytes = copy_into(entry.path, fd, entry.name, modes)
+                listing.dirs.append(path)
+                _copy_dir(entry.path, fd, entry.name, path + "/", modes, listing)
                 os.utime(entry.name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=fd)
-                files, nbytes = files + sub_files, nbytes + sub_bytes
             else:
-                nbytes += _copy_file(entry.path, fd, entry.name, st, modes)
-                files += 1
+                listing.files.append(_copy_file(entry.path, fd, path, st, modes, listing.algo))
         os.fchmod(fd, modes.dir_mode)
         if modes.durable:
             _fsync(fd)
     finally:
         os.close(fd)
-    return files, nbytes
 
 
-def _copy_file(src: str, dir_fd: int, name: str, st: os.stat_result, modes: TreeModes) -> int:
-    """Copy regular file ``src`` (whose lstat is ``st``) to ``name`` in ``dir_fd``; its bytes."""
-    with open(os.open(src, _READ), "rb") as fin:
-        if not stat.S_ISREG(os.fstat(fin.fileno()).st_mode):
+def _copy_file(
+    src: str, dir_fd: int, path: str, st: os.stat_result, modes: TreeModes, algo: str
+) -> FileRecord:
+    """Copy regular file ``src`` (whose lstat is ``st``) into ``dir_fd``; its record as copied."""
+    fin = os.open(src, _READ)
+    try:
+        if not stat.S_ISREG(os.fstat(fin).st_mode):
             raise ValueError(f"put_dir stores regular files only; {src!r} changed while copied")
-        with open(os.open(name, NEW_FILE, 0o600, dir_fd=dir_fd), "wb") as fout:
-            shutil.copyfileobj(fin, fout, _CHUNK)
-            fout.flush()
-            os.fchmod(fout.fileno(), modes.file_mode(st.st_mode))
-            os.utime(fout.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+        fout = os.open(os.path.basename(path), NEW_FILE, 0o600, dir_fd=dir_fd)
+        try:
+            h, nbytes = new_hasher(algo), 0
+            want = min(st.st_size + 1, _CHUNK)  # as in hash_fd: one read for a file whole
+            while chunk := os.read(fin, want):
+                h.update(chunk)
+                nbytes += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fout, view) :]
+                want = _CHUNK
+            mode = modes.file_mode(st.st_mode)
+            os.fchmod(fout, mode)
+            os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
             if modes.durable:
-                os.fsync(fout.fileno())
-            return fout.tell()
+                os.fsync(fout)
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
+    return FileRecord(path, mode, nbytes, h.hexdigest())
 
 
-def adopt_tree(parent_fd: int, name: str, modes: TreeModes) -> tuple[int, int]:
-    """Check and claim the tree ``name`` just moved into ``parent_fd``; (files, bytes).
+# -- adopting (a tree renamed into tmp/) -------------------------------------------
+def adopt_tree(parent_fd: int, name: str, modes: TreeModes, algo: str = "xxh3_128") -> Manifest:
+    """Check and claim the tree ``name`` just moved into ``parent_fd``; its manifest.
 
     Every file and directory gets the modes (and in a group directory the
-    group) a copy would have had.
+    group) a copy would have had; every file is read once, for its digest
+    under ``algo``.
     """
-    files = nbytes = 0
-    _claim(parent_fd, name, os.stat(name, dir_fd=parent_fd, follow_symlinks=False), modes)
-    for _, dirs, names, dir_fd in os.fwalk(name, dir_fd=parent_fd):
-        for child in (*dirs, *names):
-            st = os.stat(child, dir_fd=dir_fd, follow_symlinks=False)
-            _refuse(child, st.st_mode)
-            _claim(dir_fd, child, st, modes)
-            if stat.S_ISREG(st.st_mode):
-                files, nbytes = files + 1, nbytes + st.st_size
-                if modes.durable:
-                    _fsync_file(dir_fd, child)
-        if modes.durable:
-            _fsync(dir_fd)
-    return files, nbytes
-
-
-def _claim(dir_fd: int, name: str, st: os.stat_result, modes: TreeModes) -> None:
-    """Give ``name`` (checked: no symlink) the group and mode a copy of it would have."""
-    if modes.gid is not None and st.st_gid != modes.gid:
-        os.chown(name, -1, modes.gid, dir_fd=dir_fd, follow_symlinks=False)
-    is_dir = stat.S_ISDIR(st.st_mode)
-    os.chmod(name, modes.dir_mode if is_dir else modes.file_mode(st.st_mode), dir_fd=dir_fd)
-
-
-def _fsync_file(dir_fd: int, name: str) -> None:
-    fd = os.open(name, _READ, dir_fd=dir_fd)
+    listing = _Listing(algo)
+    fd = os.open(name, _SUBDIR, dir_fd=parent_fd)
     try:
-        os.fsync(fd)
+        _adopt_dir(fd, "", modes, listing)
     finally:
         os.close(fd)
+    return listing.manifest()
+
+
+def _adopt_dir(fd: int, rel: str, modes: TreeModes, listing: _Listing) -> None:
+    if modes.gid is not None and os.fstat(fd).st_gid != modes.gid:
+        os.fchown(fd, -1, modes.gid)
+    os.fchmod(fd, modes.dir_mode)
+    with os.scandir(fd) as found:
+        entries = list(found)
+    for entry in entries:
+        path = rel + entry.name
+        # The kind comes from the directory listing itself (a stat only where
+        # the filesystem does not say); a file swapped meanwhile fails the
+        # no-follow open, or the fstat after it.
+        if entry.is_dir(follow_symlinks=False):
+            sub = os.open(entry.name, _SUBDIR, dir_fd=fd)
+            try:
+                _adopt_dir(sub, path + "/", modes, listing)
+            finally:
+                os.close(sub)
+            listing.dirs.append(path)
+        elif entry.is_file(follow_symlinks=False):
+            listing.files.append(_adopt_file(fd, entry.name, path, modes, listing.algo))
+        else:
+            _refuse(entry.name, entry.stat(follow_symlinks=False).st_mode)
+    if modes.durable:
+        _fsync(fd)
+
+
+def _adopt_file(dir_fd: int, name: str, path: str, modes: TreeModes, algo: str) -> FileRecord:
+    """Claim regular file ``name`` in ``dir_fd`` and read it for its digest; its record."""
+    try:
+        fd = os.open(name, _READ, dir_fd=dir_fd)
+    except PermissionError:  # not readable by its owner (mode 0200, say): it will be
+        os.chmod(name, 0o600, dir_fd=dir_fd)
+        fd = os.open(name, _READ, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"put_dir stores regular files only; {path!r} changed while stored")
+        if modes.gid is not None and st.st_gid != modes.gid:
+            os.fchown(fd, -1, modes.gid)
+        mode = modes.file_mode(st.st_mode)
+        if stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)
+        digest, nbytes = hash_fd(fd, st.st_size, algo)
+        if modes.durable:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    return FileRecord(path, mode, nbytes, digest)
