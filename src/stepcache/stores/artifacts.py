@@ -26,7 +26,6 @@ anywhere, so :func:`build_manifest` refuses one (and devices, fifos) with
 from __future__ import annotations
 
 import atexit
-import dataclasses
 import io
 import json
 import os
@@ -38,6 +37,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final, overload
+
+from stepcache._record import Record
 
 __all__ = [
     "FileRecord",
@@ -64,27 +65,35 @@ _memo: dict[tuple[Any, ...], str] = {}
 _memo_lock = threading.Lock()
 
 
-@dataclasses.dataclass(frozen=True)
-class FileRecord:
+class FileRecord(Record):
     """One file of a tree: where it is, its mode bits, size and content digest."""
 
+    __slots__ = ("digest", "mode", "path", "size")
     path: str  #: relative, ``/``-separated
     mode: int  #: permission bits (``0o755`` for an executable)
     size: int
     digest: str  #: hex digest under the manifest's ``algo``
+
+    def __init__(self, path: str, mode: int, size: int, digest: str) -> None:
+        self._set(path=path, mode=mode, size=size, digest=digest)
 
 
 def _path_of(record: FileRecord) -> str:
     return record.path
 
 
-@dataclasses.dataclass(frozen=True)
-class Manifest:
+class Manifest(Record):
     """What a stored tree must contain: every file and directory, with digests."""
 
+    __slots__ = ("algo", "dirs", "files")
     files: tuple[FileRecord, ...]
-    dirs: tuple[str, ...] = ()
-    algo: str = "xxh3_128"
+    dirs: tuple[str, ...]
+    algo: str
+
+    def __init__(
+        self, files: tuple[FileRecord, ...], dirs: tuple[str, ...] = (), algo: str = "xxh3_128"
+    ) -> None:
+        self._set(files=files, dirs=dirs, algo=algo)
 
     @classmethod
     def listed(cls, files: list[FileRecord], dirs: list[str], algo: str) -> Manifest:
@@ -124,12 +133,15 @@ class Manifest:
         return cls(files, dirs, str(data["algo"]))
 
 
-@dataclasses.dataclass(frozen=True)
-class TreeValue:
+class TreeValue(Record):
     """A decoded tree entry: its manifest and, in stores without files, the archive."""
 
+    __slots__ = ("archive", "manifest")
     manifest: Manifest
     archive: bytes | None
+
+    def __init__(self, manifest: Manifest, archive: bytes | None) -> None:
+        self._set(manifest=manifest, archive=archive)
 
 
 def _check_name(name: str) -> None:

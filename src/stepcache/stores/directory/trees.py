@@ -23,11 +23,11 @@ directory swapped for a symlink meanwhile never receives a file.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import stat
 from typing import Final
 
+from stepcache._record import Record
 from stepcache.stores.artifacts import FileRecord, Manifest, hash_fd, new_hasher
 from stepcache.stores.directory.beneath import DIR_FLAGS, NEW_FILE
 
@@ -38,16 +38,19 @@ _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOE
 _CHUNK: Final = 1 << 20
 
 
-@dataclasses.dataclass(frozen=True)
-class TreeModes:
+class TreeModes(Record):
     """How a tree entering the store is owned: ``gid`` of a group directory (else ``None``).
 
     >>> TreeModes(None, durable=False).file_mode(0o100755), TreeModes(5, False).file_mode(0o644)
     (448, 432)
     """
 
+    __slots__ = ("durable", "gid")
     gid: int | None
     durable: bool
+
+    def __init__(self, gid: int | None, durable: bool) -> None:
+        self._set(gid=gid, durable=durable)
 
     @property
     def dir_mode(self) -> int:
@@ -71,13 +74,15 @@ def _fsync(fd: int) -> None:
         os.fsync(fd)
 
 
-@dataclasses.dataclass
 class _Listing:
     """What a walk found so far: files (with digests under ``algo``) and directories."""
 
-    algo: str
-    files: list[FileRecord] = dataclasses.field(default_factory=list)
-    dirs: list[str] = dataclasses.field(default_factory=list)
+    __slots__ = ("algo", "dirs", "files")
+
+    def __init__(self, algo: str) -> None:
+        self.algo = algo
+        self.files: list[FileRecord] = []
+        self.dirs: list[str] = []
 
     def manifest(self) -> Manifest:
         return Manifest.listed(self.files, self.dirs, self.algo)
