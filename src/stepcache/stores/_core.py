@@ -366,9 +366,9 @@ class StoreCore(MutableMapping[str, Any]):
         self.closed = True
         with contextlib.suppress(OSError):
             self.backend.close()
-        # Only a process that unpacked trees has them loaded (and a scratch directory).
-        artifacts = sys.modules.get("stepcache.stores.artifacts")
-        scratch = None if artifacts is None else artifacts.scratch_dir(create=False)
+        # Only a process that unpacked trees has this loaded (and a scratch directory).
+        unpacked = sys.modules.get("stepcache.stores._scratch")
+        scratch = None if unpacked is None else unpacked.scratch_dir(create=False)
         if scratch is not None:
             import shutil  # here: only cleaning up needs it
 

@@ -2,8 +2,9 @@
 
 The backend moves bytes; everything else lives once in the store: the
 mapping over verified entries (:mod:`~stepcache.stores._core`), and here
-single-flight ``get_or_compute``, artifact trees
-(:mod:`~stepcache.stores.artifacts`) and ``verify``.
+single-flight ``get_or_compute``, artifact trees (kept by
+:mod:`~stepcache.stores._trees` in the format of
+:mod:`~stepcache.stores.artifacts`) and ``verify``.
 """
 
 from __future__ import annotations
@@ -251,52 +252,9 @@ class Store(StoreCore):
         ``looked``: the caller found no good tree of ``key`` just now (single
         flight looks under the key's lock), so it is not looked for again.
         """
-        from stepcache.stores import artifacts
+        from stepcache.stores._trees import store_tree
 
-        if looked:  # nothing to keep: storing it checks that src is a directory
-            existing = None
-        elif not src.is_dir():
-            raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
-        else:
-            existing = self._find_dir(key)
-        if existing is not None:  # a good tree is there already (it may be in use): keep it
-            if move:
-                import shutil  # here: only cleaning up needs it
-
-                shutil.rmtree(src, ignore_errors=True)
-            return existing
-        algo = "sha256" if self.signed else "xxh3_128"
-        tree_info = {**(info or {}), "kind": "tree"}
-        if self.backend.keeps_files:
-            if self.backend.tree_path(key) is not None:
-                # An orphan tree (no entry, or a damaged one) is nobody's: make room.
-                with contextlib.suppress(OSError):  # then publishing fails, and says why
-                    self.backend.remove(key)
-            put = self._call(
-                "write to",
-                lambda: self.backend.put_tree_hashed(key, src, move=move, algo=algo),
-                None,
-            )
-            if put is None:
-                return None
-            path, manifest = put
-            if manifest is None:  # not read on the way in: read the published tree
-                manifest = artifacts.build_manifest(path, algo=algo)
-            payload = codec.TreePayload(artifacts.encode(manifest, None))
-            if not self._save(key, self._pack(key, payload, tree_info), tree_info):
-                why = f"its entry could not be written: {self.last_error}"
-                raise StoreWriteError.for_tree(path, self.spec, why)
-            return path
-        manifest = artifacts.build_manifest(src, algo=algo)
-        payload = codec.TreePayload(artifacts.encode(manifest, src))
-        if not self._save(key, self._pack(key, payload, tree_info), tree_info):
-            return None
-        copy = artifacts.unpack(artifacts.decode(payload), self._scratch(key))
-        if move:
-            import shutil
-
-            shutil.rmtree(src, ignore_errors=True)
-        return copy
+        return store_tree(self, key, src, info, move=move, looked=looked)
 
     def get_dir(
         self, key: str, *, info: Mapping[str, Any] | None = None, count: bool = True
@@ -314,43 +272,15 @@ class Store(StoreCore):
         return found
 
     def _scratch(self, key: str) -> Path:
-        from stepcache.stores import artifacts
+        from stepcache.stores._scratch import scratch_dir
 
-        return artifacts.scratch_dir() / f"{id(self):x}" / key
+        return scratch_dir() / f"{id(self):x}" / key
 
     def _find_dir(self, key: str) -> Path | None:
         """The verified tree of ``key``, uncounted; a damaged one is discarded."""
-        from stepcache.stores import artifacts
+        from stepcache.stores._trees import find_tree
 
-        found = self._read(key)
-        if not isinstance(found, codec.TreePayload):
-            return None  # absent, damaged (discarded), or a value / an older format's entry
-        try:
-            tree = artifacts.decode(found)
-            if self.backend.keeps_files:
-                path = self.backend.tree_path(key)
-            else:
-                path = self._scratch(key)
-                if not path.is_dir():
-                    path = artifacts.unpack(tree, path)
-        except (OSError, ValueError) as exc:
-            self.discard(key, f"its tree cannot be read: {exc}")
-            return None
-        problem = (
-            "its files are missing" if path is None else artifacts.check_tree(path, tree.manifest)
-        )
-        if problem is None:
-            return path
-        if path is not None and not self.backend.keeps_files:
-            # Only this process's unpacked copy is damaged: the stored archive verified.
-            import shutil
-
-            shutil.rmtree(path, ignore_errors=True)
-            self.counters.add("errors")
-            self.say_once("copy", "stepcache: unpacked tree %s of %s: %s", key, self.spec, problem)
-            return None
-        self.discard(key, problem)
-        return None
+        return find_tree(self, key)
 
     # -- maintenance -----------------------------------------------------------
     def verify(
