@@ -173,7 +173,7 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("redis", "benchmarks.bench_redis", "8. Shared tiers", _redis_section),
         Scenario("miss", "benchmarks.bench_miss", "12. What a miss costs"),
-        Scenario("trees", "benchmarks.bench_trees", "11. Serving checked trees"),
+        Scenario("trees", "benchmarks.bench_trees", "11. Checked trees, served and stored"),
         # Last: it leaves 300,000 files being deleted in the background.
         Scenario("scaling", "benchmarks.bench_scaling", "9. Hit latency as the cache fills"),
         Scenario("gt4py", "benchmarks.bench_gt4py", "10. GT4Py with stepcache", default=False),
