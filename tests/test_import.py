@@ -7,13 +7,12 @@ imported everything.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import stepcache
+from stepcache.testing.processes import run_python
 
 SRC = str(Path(stepcache.__file__).resolve().parent.parent)
 
@@ -99,16 +98,7 @@ NOT_ON_A_READ = [
 
 def _fresh(code: str) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_python(code, env=env).stdout
 
 
 def _modules_after(code: str) -> set[str]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from cli_run import run_cli
 
 import stepcache as sc
+from stepcache.testing.processes import run_python
 
 COMMANDS = [
     ["stats"],
@@ -119,15 +118,7 @@ def test_the_unsigned_warning_is_printed_once_per_process(dead_redis: str) -> No
         f"stores += [sc.open_store({dead_redis!r}, lock_timeout=t) for t in (1, 2)]\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "STEPCACHE_SECRET"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_python(script, env=env)
     assert proc.stderr.count("is shared but has no secret") == 1
 
 

@@ -16,6 +16,7 @@ import pytest
 from cli_run import run_cli
 
 import stepcache as sc
+from stepcache.testing.processes import run_python
 
 LOOKING = [["ls"], ["stats"], ["show", "abcdef12"], ["explain"], ["verify"]]
 
@@ -92,15 +93,7 @@ import stepcache as sc
 sc.code_identity("json")
 """
     for code in (memo_only, script):
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
+        run_python(code, env=env)
     assert (home / "memo").is_dir()
     assert (home / "CACHEDIR.TAG").is_file()
     assert run_cli("ls", store=home).returncode == 0

@@ -18,6 +18,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stepcache.fingerprint import fingerprint
+from stepcache.testing.processes import run_python
 
 HERE = Path(__file__).resolve().parent
 DEADLINE = 120  # seconds for a subprocess: imports numpy on a busy machine
@@ -76,15 +77,7 @@ def test_importing_fingerprint_does_not_import_numpy() -> None:
         "fingerprint({'a': [1.0, (2, 'x')], 'b': {1, 2}}); "
         "print('numpy' in sys.modules)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert run_python(script, timeout=DEADLINE).stdout.strip() == "False"
 
 
 def test_corpus_keys_do_not_depend_on_insertion_order() -> None:

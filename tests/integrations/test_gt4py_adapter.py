@@ -7,7 +7,6 @@ import importlib.util
 import multiprocessing
 import os
 import pickle
-import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +17,7 @@ import pytest
 import stepcache as sc
 import stepcache.integrations.gt4py as sc_gt4py
 from stepcache.integrations.gt4py import GT4PyIntegrationError, TranslationCache
+from stepcache.testing.processes import run_python
 
 GT4PY_KEY = "0123456789abcdef"
 HAS_GT4PY = importlib.util.find_spec("gt4py") is not None
@@ -100,10 +100,7 @@ def test_it_pickles_by_store_spec_into_a_spawned_process(tmp_path: Path) -> None
 
 def test_importing_the_integration_imports_no_gt4py() -> None:
     code = "import sys, stepcache.integrations.gt4py; print('gt4py' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert out.stdout.strip() == "False"
+    assert run_python(code).stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("value", ["", "0", "off"])

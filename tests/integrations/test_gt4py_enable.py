@@ -7,8 +7,6 @@ import importlib.util
 import json
 import os
 import pickle
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 import stepcache as sc
 import stepcache.integrations.gt4py as sc_gt4py
+from stepcache.testing.processes import run_python
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("gt4py") is None,
@@ -333,13 +332,6 @@ def test_a_spawned_worker_unpickling_a_step_uses_the_same_store(
     blob.write_bytes(pickle.dumps(executor if part == "executor" else executor.compilation))
     env = {k: v for k, v in os.environ.items() if k != sc_gt4py.ENV_VAR}
     env["PYTHONWARNINGS"] = "ignore"
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(blob), GT4PY_KEY],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=100,
-        check=True,
-    )
+    out = run_python(CHILD, str(blob), GT4PY_KEY, env=env, timeout=100)
     expected = [store.spec, "from the parent" if part == "executor" else None]
     assert json.loads(out.stdout.splitlines()[-1]) == expected

@@ -18,6 +18,7 @@ import pytest
 import stepcache as sc
 import stepcache._srctree as srctree
 from stepcache.identity import CodeIdentity, code_identity
+from stepcache.testing.processes import run_python
 
 # Runs in a fresh process: two CachedSteps over one directory store, one that
 # declares the package `passes_pkg` as its code and one that does not.
@@ -60,16 +61,7 @@ def _write_pkg(root: Path, body: str) -> Path:
 
 def _python(script: str, env: dict[str, str], *args: str) -> Any:
     """Run ``script`` in a fresh interpreter; return the JSON it prints."""
-    proc = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    return json.loads(run_python(script, *args, env=env).stdout)
 
 
 def _run(src: Path, cache: Path, env: dict[str, str], *extra: str) -> dict[str, object]:

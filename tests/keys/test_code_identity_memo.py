@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from stepcache.testing.processes import run_python
 
 # Prints the identity of a package, and how often the tree was walked again
 # (0: served from the memo). argv: source root, racy window in ns, package.
@@ -62,15 +62,7 @@ def tree(tmp_path: Path) -> Path:
 def identity(tree: Path, racy_ns: int = 0) -> dict[str, Any]:
     """Identity of the package at ``tree`` in a fresh process; racy_ns=0 trusts every stamp."""
     env = {**os.environ, "STEPCACHE_MEMO_DIR": str(tree.parent.parent / "memo")}
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tree.parent), str(racy_ns), tree.name],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_python(CHILD, str(tree.parent), str(racy_ns), tree.name, env=env)
     out: dict[str, Any] = json.loads(proc.stdout)
     return out
 

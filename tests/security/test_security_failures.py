@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import stepcache as sc
 from stepcache.stores import _fsutil
 from stepcache.stores.directory import DirectoryStore
 from stepcache.testing import failing_writes, key
+from stepcache.testing.processes import run_python
 
 BIG = 2_000_000  # bytes: more than the 1 MiB tmpfs holds
 NOBODY = 65534
@@ -214,16 +214,8 @@ def test_a_process_without_write_permission_computes_uncached(
         # A system cache: root's, readable by all, writable by root only.
         for path in [root, *root.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD, str(root), str(src), str(NOBODY)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        )
-        assert done.returncode == 0, done.stderr
-        out = json.loads(done.stdout)
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        out = json.loads(run_python(CHILD, str(root), str(src), str(NOBODY), env=env).stdout)
     else:  # our own cache, made read-only for us
         for path in [root, *root.rglob("*")]:
             if path.is_dir():

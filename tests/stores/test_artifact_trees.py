@@ -13,6 +13,7 @@ import pytest
 
 import stepcache as sc
 from stepcache.testing import key, tree
+from stepcache.testing.processes import run_python
 
 SO = bytes(range(256)) * 600  # a 150 KB "shared object"
 DAMAGES = ["flip", "truncate", "missing", "extra", "symlink"]
@@ -187,13 +188,7 @@ def test_trees_move_between_tiers_both_ways_and_serve_a_fresh_process(
         "print([str(p).startswith(sys.argv[1]) for p in got], s.stats().backfills)\n"
         "print(all(tree(p) == tree(__import__('pathlib').Path(sys.argv[3])) for p in got))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe, str(tmp_path / "b"), url, str(src)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout.split("\n")
+    out = run_python(probe, str(tmp_path / "b"), url, str(src)).stdout.split("\n")
     assert out[:2] == ["[True, True] 2", "True"]
     redis_only = sc.RedisStore(url).get_dir(key(1))
     assert redis_only is not None
@@ -214,14 +209,7 @@ def test_reading_trees_leaves_no_unpacked_copy_after_the_process_exits(
     env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
     (tmp_path / "tmp").mkdir()
     for _ in range(3):
-        out = subprocess.run(
-            [sys.executable, "-c", probe, url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-            env=env,
-        ).stdout.strip()
+        out = run_python(probe, url, env=env).stdout.strip()
         assert out.startswith(str(tmp_path / "tmp"))
         assert not Path(out).exists()
     assert os.listdir(tmp_path / "tmp") == []

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import stepcache as sc
+from stepcache.testing.processes import run_python
 
 SRC = str(Path(sc.__file__).resolve().parent.parent)
 
@@ -41,15 +40,7 @@ print(json.dumps(counts))
 
 def test_a_write_opens_its_fanout_and_temp_file_only(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(
-        [sys.executable, "-c", _COUNT, str(tmp_path / "cache")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_python(_COUNT, str(tmp_path / "cache"), env=env)
     # Per write: ab/, cd/ and the temp file; one rename; no directory made.
     assert json.loads(proc.stdout) == {"open": 3 * 20, "os.rename": 20}
 

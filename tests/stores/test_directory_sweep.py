@@ -22,6 +22,7 @@ from stepcache.stores import _owner
 from stepcache.stores.directory import DirectoryStore
 from stepcache.stores.directory import sweep as _sweep
 from stepcache.testing import key
+from stepcache.testing.processes import run_python
 from stepcache.testing.sshfs import Machine
 
 pytestmark = pytest.mark.timeout(60)
@@ -202,15 +203,7 @@ def test_temp_and_stats_names_carry_host_pid_and_start_time(tmp_path: Path) -> N
 def test_the_host_identity_comes_from_the_environment_when_given() -> None:
     def host_in_a_new_process(env: dict[str, str]) -> str:
         code = "from stepcache.stores import _owner; print(_owner.host())"
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-            check=True,
-        )
-        return done.stdout.strip()
+        return run_python(code, env=env).stdout.strip()
 
     env = {**os.environ, "STEPCACHE_HOST_ID": "rack 7/node-3"}
     assert host_in_a_new_process(env) == "rack_7_node-3"

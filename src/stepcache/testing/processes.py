@@ -1,4 +1,8 @@
-"""Collecting the results of child processes, with one deadline for all of them.
+"""Child processes in tests: fresh interpreters, and results gathered under one deadline.
+
+:func:`run_python` runs a snippet in a fresh interpreter (what a new test
+worker, CLI call or CI job sees: nothing imported, nothing memoised) and
+fails the test with the child's stderr if it does not exit cleanly.
 
 Used by the concurrency tests of stores and shared filesystems: each child
 puts ``(index, ok, value)`` on a queue (``ok`` false with a traceback as
@@ -8,11 +12,37 @@ fails with the first traceback, and kills whatever still runs at the end.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["gather"]
+__all__ = ["gather", "run_python"]
+
+
+def run_python(
+    code: str, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """``python -c code args...`` in a fresh interpreter; its completed process (text output).
+
+    ``env`` replaces the environment (default: this process's). Raises
+    :class:`AssertionError` carrying the child's stderr unless it exits 0,
+    and :class:`subprocess.TimeoutExpired` after ``timeout`` seconds.
+
+    >>> run_python("import sys; print(sys.argv[1])", "hello").stdout
+    'hello\\n'
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=None if env is None else dict(env),
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, f"child exited {proc.returncode}:\n{proc.stderr}"
+    return proc
 
 
 def gather(procs: Sequence[Any], queue: Any, timeout: float) -> list[Any]:
