@@ -13,6 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 import stepcache as sc
 from stepcache.testing.processes import run_python
 
@@ -95,3 +97,48 @@ def test_artifact_directories_are_published_through_the_kept_descriptors(tmp_pat
         assert (store.put_dir(key, src, move=True) / "lib.so").read_bytes() == b"ELF%d" % n
         assert store.get_dir(key) == tmp_path / "cache" / "v1" / key[:2] / key[2:4] / (key + ".d")
     assert os.listdir(tmp_path / "cache" / "tmp") == []
+
+
+def test_a_tree_stored_after_the_store_was_removed_goes_into_the_new_one(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    store = sc.DirectoryStore(root)
+
+    def build(n: int) -> Path:
+        src = tmp_path / f"build{n}"
+        src.mkdir()
+        (src / "lib.so").write_bytes(b"ELF%d" % n)
+        return src
+
+    store.put_dir("ab" * 16, build(0), move=True)  # keeps the descriptor of tmp/
+    shutil.rmtree(root)
+    for n, key in enumerate(("cd" * 16, "ef" * 16), start=1):
+        path = store.put_dir(key, build(n), move=True)
+        assert path.is_relative_to(root)
+        assert store.get_dir(key) == path
+        assert (path / "lib.so").read_bytes() == b"ELF%d" % n
+    assert os.listdir(root / "tmp") == []
+    assert store.stats().errors == 0
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["kept", "not-kept"])
+def test_a_tmp_swapped_for_a_symlink_never_receives_a_tree(tmp_path: Path, kept: bool) -> None:
+    root, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    store = sc.DirectoryStore(root)
+    store["ab" * 16] = 1  # makes v1/ and tmp/
+    if kept:
+        store["ac" * 16] = 1  # keeps their descriptors
+    (root / "tmp").rename(root / "tmp-old")
+    (root / "tmp").symlink_to(elsewhere, target_is_directory=True)
+    src = tmp_path / "build"
+    src.mkdir()
+    (src / "lib.so").write_bytes(b"ELF")
+    if kept:  # through the kept tmp/, now tmp-old/
+        path = store.put_dir("cd" * 16, src, move=True)
+        assert (path / "lib.so").read_bytes() == b"ELF"
+    else:  # the path-based way refuses the symlink
+        with pytest.raises(sc.StoreWriteError, match="symlink"):
+            store.put_dir("cd" * 16, src, move=True)
+        assert (src / "lib.so").read_bytes() == b"ELF"
+    assert list(elsewhere.iterdir()) == []
+    assert os.listdir(root / "tmp-old") == []

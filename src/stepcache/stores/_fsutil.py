@@ -237,7 +237,7 @@ def copy_tree(
     if not is_dir:
         raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
     kept = _kept_dir(fds, tmp_dir)
-    tmp_fd, group = kept or (open_leaf(tmp_dir, create=True, durable=durable), None)
+    tmp_fd, group = kept or (_open_tmp(tmp_dir, durable), None)
     try:
         if group is None:
             group = is_group_dir(os.fstat(tmp_fd).st_mode)
@@ -261,6 +261,16 @@ def copy_tree(
         if kept is None:
             os.close(tmp_fd)
     return os.path.join(tmp_dir, name), manifest, moved
+
+
+def _open_tmp(tmp_dir: str, durable: bool) -> int:
+    """Open (making it) a store's ``tmp_dir``; a store removed meanwhile is made again,
+    as :func:`write_atomic` does for entries."""
+    try:
+        return open_leaf(tmp_dir, create=True, durable=durable)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(os.path.abspath(tmp_dir)), mode=0o700, exist_ok=True)
+        return open_leaf(tmp_dir, create=True, durable=durable)
 
 
 def _kept_dir(fds: DirFds | None, path: str) -> tuple[int, bool] | None:
