@@ -193,3 +193,17 @@ def test_a_backend_keeping_trees_without_hashing_them_gets_its_trees_read_by_the
     (path / "stamp").write_bytes(b"changed")
     assert store.get_dir(key(1)) is None
     assert store.stats().errors == 1
+
+
+def test_tree_values_pickle_and_print_in_field_order(tmp_path: Path) -> None:
+    import pickle
+
+    from stepcache.stores.directory.trees import TreeModes
+
+    manifest = artifacts.build_manifest(build(tmp_path / "build"), algo="sha256")
+    value = artifacts.TreeValue(manifest, b"archive")
+    for thing in (manifest, manifest.files[0], value, TreeModes(5, durable=True)):
+        assert pickle.loads(pickle.dumps(thing)) == thing
+    record = manifest.files[0]
+    assert repr(record).startswith(f"FileRecord(path={record.path!r}, mode=")
+    assert repr(TreeModes(5, durable=True)) == "TreeModes(gid=5, durable=True)"

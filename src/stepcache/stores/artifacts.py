@@ -66,7 +66,7 @@ _memo_lock = threading.Lock()
 class FileRecord(Record):
     """One file of a tree: where it is, its mode bits, size and content digest."""
 
-    __slots__ = ("digest", "mode", "path", "size")
+    __slots__ = ("path", "mode", "size", "digest")  # noqa: RUF023 - field order
     path: str  #: relative, ``/``-separated
     mode: int  #: permission bits (``0o755`` for an executable)
     size: int
@@ -83,7 +83,7 @@ def _path_of(record: FileRecord) -> str:
 class Manifest(Record):
     """What a stored tree must contain: every file and directory, with digests."""
 
-    __slots__ = ("algo", "dirs", "files")
+    __slots__ = ("files", "dirs", "algo")  # noqa: RUF023 - field order
     files: tuple[FileRecord, ...]
     dirs: tuple[str, ...]
     algo: str
@@ -134,7 +134,7 @@ class Manifest(Record):
 class TreeValue(Record):
     """A decoded tree entry: its manifest and, in stores without files, the archive."""
 
-    __slots__ = ("archive", "manifest")
+    __slots__ = ("manifest", "archive")  # noqa: RUF023 - field order
     manifest: Manifest
     archive: bytes | None
 

@@ -45,7 +45,7 @@ class TreeModes(Record):
     (448, 432)
     """
 
-    __slots__ = ("durable", "gid")
+    __slots__ = ("gid", "durable")  # noqa: RUF023 - field order
     gid: int | None
     durable: bool
 
