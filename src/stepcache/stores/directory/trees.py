@@ -146,6 +146,8 @@ def _copy_file(
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fout, view) :]
+                if len(chunk) < want:  # short of the request: the end
+                    break
                 want = _CHUNK
             mode = modes.file_mode(st.st_mode)
             os.fchmod(fout, mode)
