@@ -158,7 +158,9 @@ class Backend(abc.ABC):
         :class:`~stepcache.stores.artifacts.Manifest` of exactly what it
         published, saving the store a second walk of the tree. ``None``
         (the default) leaves building it to the store, which reads the
-        published tree.
+        published tree. The store calls this hook, whose default calls
+        :meth:`put_tree`: a backend implements one of the two (a subclass
+        that changes how trees are stored overrides this one).
         """
         return self.put_tree(key, src, move=move), None
 
