@@ -237,11 +237,10 @@ def copy_tree(
     if not is_dir:
         raise NotADirectoryError(f"put_dir needs a directory, {src} is not one")
     kept = _kept_dir(fds, tmp_dir)
-    tmp_fd, group = kept or (_open_tmp(tmp_dir, durable), None)
+    tmp_fd = _open_tmp(tmp_dir, durable) if kept is None else kept[0]
     try:
-        if group is None:
-            group = is_group_dir(os.fstat(tmp_fd).st_mode)
-        modes = TreeModes(os.fstat(tmp_fd).st_gid if group else None, durable)
+        st = os.fstat(tmp_fd) if kept is None else kept[1]
+        modes = TreeModes(st.st_gid if is_group_dir(st.st_mode) else None, durable)
         name = temp_name(".dir")
         moved = move and _rename_in(src, tmp_fd, name)
         try:
@@ -273,17 +272,18 @@ def _open_tmp(tmp_dir: str, durable: bool) -> int:
         return open_leaf(tmp_dir, create=True, durable=durable)
 
 
-def _kept_dir(fds: DirFds | None, path: str) -> tuple[int, bool] | None:
-    """The kept fd of directory ``path`` and its group bit, if ``fds`` has (or can open) one
-    that is still linked; else ``None`` (then the caller opens it from the path)."""
+def _kept_dir(fds: DirFds | None, path: str) -> tuple[int, os.stat_result] | None:
+    """The kept fd of directory ``path`` and its stat, if ``fds`` has (or can open) one that
+    is still linked; else ``None`` (then the caller opens it from the path)."""
     if fds is None:
         return None
     try:
-        kept = fds.get(path)
-        if os.fstat(kept[0]).st_nlink > 0:
-            return kept
+        fd = fds.get(path)[0]
+        st = os.fstat(fd)
     except OSError:  # not there yet: the path-based way creates it
         return None
+    if st.st_nlink > 0:
+        return fd, st
     fds.forget(path)  # removed under a running process (a cache deleted by hand)
     return None
 

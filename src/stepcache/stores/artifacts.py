@@ -162,11 +162,12 @@ def new_hasher(algo: str) -> Any:
 _ALGOS: Final = ("xxh3_128", "sha256")
 
 
-def hash_fd(fd: int, size: int, algo: str) -> tuple[str, int]:
+def hash_fd(fd: int, size: int, algo: str, *, copy_to: int | None = None) -> tuple[str, int]:
     """(hex digest under ``algo``, bytes read) of the file open at ``fd``, read to its end.
 
     ``size`` is what its stat said: the first read asks for one byte more,
     so a file of that size is read whole in one call and its end seen at once.
+    ``copy_to``: a descriptor that every byte read is also written to.
     """
     h = new_hasher(algo)
     # Plain reads, not a file object (whose set-up costs four system calls):
@@ -176,6 +177,10 @@ def hash_fd(fd: int, size: int, algo: str) -> tuple[str, int]:
     while chunk := os.read(fd, want):
         h.update(chunk)
         nbytes += len(chunk)
+        if copy_to is not None:  # a write may take less than it is given
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(copy_to, view) :]
         if len(chunk) < want:
             break
         want = _CHUNK

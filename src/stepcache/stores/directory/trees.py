@@ -28,14 +28,13 @@ import stat
 from typing import Final
 
 from stepcache._record import Record
-from stepcache.stores.artifacts import FileRecord, Manifest, hash_fd, new_hasher
+from stepcache.stores.artifacts import FileRecord, Manifest, hash_fd
 from stepcache.stores.directory.beneath import DIR_FLAGS, NEW_FILE
 
 __all__ = ["TreeModes", "adopt_tree", "copy_into"]
 
 _SUBDIR: Final = DIR_FLAGS | os.O_NOFOLLOW
 _READ: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_CHUNK: Final = 1 << 20
 
 
 class TreeModes(Record):
@@ -138,17 +137,7 @@ def _copy_file(
             raise ValueError(f"put_dir stores regular files only; {src!r} changed while copied")
         fout = os.open(os.path.basename(path), NEW_FILE, 0o600, dir_fd=dir_fd)
         try:
-            h, nbytes = new_hasher(algo), 0
-            want = min(st.st_size + 1, _CHUNK)  # as in hash_fd: one read for a file whole
-            while chunk := os.read(fin, want):
-                h.update(chunk)
-                nbytes += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fout, view) :]
-                if len(chunk) < want:  # short of the request: the end
-                    break
-                want = _CHUNK
+            digest, nbytes = hash_fd(fin, st.st_size, algo, copy_to=fout)
             mode = modes.file_mode(st.st_mode)
             os.fchmod(fout, mode)
             os.utime(fout, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -158,7 +147,7 @@ def _copy_file(
             os.close(fout)
     finally:
         os.close(fin)
-    return FileRecord(path, mode, nbytes, h.hexdigest())
+    return FileRecord(path, mode, nbytes, digest)
 
 
 # -- adopting (a tree renamed into tmp/) -------------------------------------------
