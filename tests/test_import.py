@@ -78,8 +78,8 @@ FORBIDDEN = [
 # Standard-library modules that neither the import nor opening a store and
 # reading from it (counters written included) needs: each is imported where
 # it is used (logging at the first message, json to read counters, fcntl at
-# the first lock, hashlib for leases). pickle is loaded with the codec: the hit
-# path decodes with it directly.
+# the first lock, hashlib for leases). Values are pickled and unpickled by
+# the functions of the C module _pickle, without the pickle.py around them.
 # Checked against what a bare interpreter loads, since site hooks vary.
 NOT_ON_A_READ = [
     "copy",
@@ -89,6 +89,7 @@ NOT_ON_A_READ = [
     "inspect",
     "json",
     "logging",
+    "pickle",
     "random",
     "shutil",
     "tempfile",
@@ -133,6 +134,20 @@ def test_a_hit_in_a_fresh_process_loads_nothing_more(tmp_path: Path) -> None:
     assert {m for m in loaded if m.startswith("stepcache")} == EXPECTED
     assert _added(loaded, NOT_ON_A_READ) == []
     assert stepcache.DirectoryStore(tmp_path).stats().hits == 1
+
+
+def test_values_round_trip_without_the_c_pickle_module(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['_pickle'] = None  # an interpreter without the accelerator\n"
+        "import stepcache as sc\n"
+        f"store = sc.DirectoryStore({str(tmp_path)!r})\n"
+        "step = sc.CachedStep(sc.step(lambda s: {'up': s.upper()}), store)\n"
+        "assert step('abc') == step('abc') == {'up': 'ABC'}\n"
+        "assert store.stats().hits == 1\n"
+        "print(sc.codec.pickle_loads.__module__)\n"
+    )
+    assert _fresh(code).split() == ["pickle"]
 
 
 @pytest.mark.parametrize("name", stepcache.__all__)

@@ -5,12 +5,29 @@ Part of :mod:`stepcache.codec`, which re-exports both functions.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 # Imported by stepcache.codec once these names exist there (see its last line).
-from stepcache.codec import CODECS, PICKLE, RAW, SAFE, TREE, CorruptEntry, TreePayload
+from stepcache.codec import (
+    CODECS,
+    PICKLE,
+    RAW,
+    SAFE,
+    TREE,
+    CorruptEntry,
+    TreePayload,
+)
 
-__all__ = ["decode_value", "encode_value"]
+try:  # the C functions pickle.py re-exports: importing pickle.py would cost ~0.9 ms
+    from _pickle import dumps as pickle_dumps
+    from _pickle import loads as pickle_loads
+except ImportError:  # an interpreter without CPython's accelerator module
+    from pickle import dumps as pickle_dumps
+    from pickle import loads as pickle_loads
+
+__all__ = ["decode_value", "encode_value", "pickle_dumps", "pickle_loads"]
+
+_PICKLE_PROTOCOL: Final = 5  # pickle.HIGHEST_PROTOCOL, without importing pickle.py
 
 
 def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
@@ -20,9 +37,7 @@ def encode_value(value: Any, codec: str) -> tuple[int, bytes]:
     if type(value) is TreePayload:
         return TREE, bytes(value)
     if codec == "pickle":
-        import pickle
-
-        return PICKLE, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return PICKLE, pickle_dumps(value, protocol=_PICKLE_PROTOCOL)
     if codec == "safe":
         import json
 
@@ -72,7 +87,5 @@ def decode_value(codec_id: int, payload: bytes | memoryview, *, allow_pickle: bo
     if codec_id == PICKLE:
         if not allow_pickle:
             raise CorruptEntry("pickled entry in a store that only accepts the safe codec")
-        import pickle  # here: a process reading only raw or JSON values never needs it
-
-        return pickle.loads(payload)
+        return pickle_loads(payload)
     raise CorruptEntry(f"unknown codec id {codec_id}")

@@ -35,7 +35,6 @@ before.
 
 from __future__ import annotations
 
-import pickle
 import struct
 import time
 from collections.abc import Mapping
@@ -378,7 +377,7 @@ def unpack_entry(
     payload: bytes | memoryview = view[start:]
     try:
         if codec_id == PICKLE and allow_pickle and not flags & _FLAG_ZSTD:
-            return pickle.loads(payload)  # the common case, without decode_value's frame
+            return pickle_loads(payload)  # the common case, without decode_value's frame
         if flags & _FLAG_ZSTD:
             payload = _decompress(payload)
         return decode_value(codec_id, payload, allow_pickle=allow_pickle)
@@ -389,4 +388,4 @@ def unpack_entry(
 
 
 # The value codecs live apart to keep this module about the entry format.
-from stepcache._values import decode_value, encode_value  # noqa: E402
+from stepcache._values import decode_value, encode_value, pickle_loads  # noqa: E402

@@ -258,7 +258,7 @@ def _other_processes(spec: str, since: float, known: set[Any]) -> list[dict[str,
     found = []
     for name, stats in sorted(named.items()):
         owner = parse_owner(name)
-        if owner is None or (owner[0] == host() and owner[1] in known):
+        if owner is None or (owner.host == host() and owner.pid in known):
             continue  # the archive of exited processes, or a pytest process counted already
         store = {"spec": spec, "stats": stats.to_dict(), "miss_reasons": []}
         found.append({"pid": name, "stores": [store]})

@@ -164,3 +164,18 @@ def test_cli_key_prefixes_match_only_stored_keys(
     too_long = key(1) + "0" * 70  # hex, but longer than any key: matches nothing
     assert main(["--store", root, command, too_long]) == 1
     assert "no entry with key" in capsys.readouterr().err
+
+
+def test_is_key_accepts_exactly_what_the_key_pattern_does() -> None:
+    # is_key strips hex digits instead of matching a regular expression; it
+    # must agree with the pattern it replaces on every edge.
+    import re
+
+    from stepcache.stores._keys import is_key
+
+    pattern = re.compile(r"[0-9a-f]{16,64}")
+    edges = [k for k in HOSTILE if type(k) is str]
+    edges += ["a" * n for n in (15, 16, 64, 65)] + ["0123456789abcdef", "0123456789abcdeg"]
+    edges += ["ab" * 8 + c for c in "-.\t\u00e9\u0430"] + [c + "ab" * 8 for c in "gxyz"]
+    for k in edges:
+        assert is_key(k) == (pattern.fullmatch(k) is not None), repr(k)

@@ -197,7 +197,7 @@ def test_temp_and_stats_names_carry_host_pid_and_start_time(tmp_path: Path) -> N
     store.flush()
     (stats,) = os.listdir(store.path / "stats")
     owner = _owner.parse_owner(stats)
-    assert owner == (_owner.host(), os.getpid(), _owner.start_time(os.getpid()))
+    assert owner == _owner.Owner(_owner.host(), os.getpid(), _owner.start_time(os.getpid()) or 0)
 
 
 def test_the_host_identity_comes_from_the_environment_when_given() -> None:

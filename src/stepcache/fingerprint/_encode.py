@@ -91,11 +91,11 @@ def encode(root: Any, tables: Tables) -> bytes:
                 continue
             info = get_dataclass(cls)
             if info is not None:
-                append(info[0])
-                if info[2] > 1:
-                    extend(info[1](obj))
-                elif info[2]:
-                    push(info[1](obj))
+                append(info.tag)
+                if info.arity > 1:
+                    extend(info.getter(obj))
+                elif info.arity:
+                    push(info.getter(obj))
                 continue
             handler = get_handler(cls)
             if handler is not None:

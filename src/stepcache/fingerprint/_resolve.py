@@ -17,8 +17,9 @@ import operator
 import pathlib
 import types
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
+from stepcache._record import Record
 from stepcache.fingerprint import _handlers, _registry
 from stepcache.fingerprint import _tokens as tk
 from stepcache.fingerprint._functions import function_handlers
@@ -33,7 +34,7 @@ METADATA_KEY = "stepcache.fingerprint"
 _MAX_TYPES = 4096
 
 
-class DataclassInfo(NamedTuple):
+class DataclassInfo(Record):
     """How the walker encodes one dataclass type.
 
     ``tag`` names the type and its fingerprinted fields; ``getter(obj)``
@@ -42,9 +43,13 @@ class DataclassInfo(NamedTuple):
     and is unused when ``arity`` == 0.
     """
 
+    __slots__ = ("tag", "getter", "arity")  # noqa: RUF023 - field order
     tag: bytes
     getter: Callable[[Any], Any]
     arity: int
+
+    def __init__(self, tag: bytes, getter: Callable[[Any], Any], arity: int) -> None:
+        self._set(tag=tag, getter=getter, arity=arity)
 
 
 def _no_fields(obj: Any) -> tuple[()]:

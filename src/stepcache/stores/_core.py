@@ -18,7 +18,7 @@ from stepcache import codec
 from stepcache._log import log
 from stepcache.errors import ReadOnlyStoreError, StoreUnavailableError
 from stepcache.stores._flight import Flights
-from stepcache.stores._keys import MISSING, is_key, resolve_secret, validate_key
+from stepcache.stores._keys import HEX_DIGITS, MISSING, is_key, resolve_secret, validate_key
 from stepcache.stores._stats import Counters, Stats
 from stepcache.stores.backend import Backend
 
@@ -250,7 +250,8 @@ class StoreCore(MutableMapping[str, Any]):
         ``info`` (``step``, ``label``) attributes the lookup to a step, as
         :meth:`get_or_compute` does, for callers that compute and store themselves.
         """
-        if type(key) is not str or is_key(key) is None:
+        # is_key(key), spelt out: a hit makes no call it can do without
+        if type(key) is not str or not 16 <= len(key) <= 64 or key.strip(HEX_DIGITS):
             validate_key(key)  # raises InvalidKeyError
         value = self._read(key)  # not _lookup: one call less on every hit
         hit = value is not MISSING and type(value) is not codec.TreePayload
@@ -305,7 +306,7 @@ class StoreCore(MutableMapping[str, Any]):
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        return type(key) is str and is_key(key) is not None and self.header(key) is not None
+        return type(key) is str and is_key(key) and self.header(key) is not None
 
     def __iter__(self) -> Iterator[str]:
         """The keys present; :class:`StoreUnavailableError` when the store cannot be reached."""

@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import Final
 
 from stepcache.errors import InvalidKeyError
 
-__all__ = ["KEY_RE", "MISSING", "is_key", "resolve_secret", "validate_key"]
+__all__ = ["HEX_DIGITS", "MISSING", "is_key", "resolve_secret", "validate_key"]
 
-#: 16-64 lowercase hex characters: what :func:`stepcache.fingerprint` produces
-KEY_RE: Final = re.compile(r"[0-9a-f]{16,64}")
-#: ``is_key(key)`` matches (is not ``None``) for a valid ``str`` key: the check of
-#: :func:`validate_key` without a call, for hot paths that call it only to raise
-is_key: Final = KEY_RE.fullmatch
+#: the characters of a key
+HEX_DIGITS: Final = "0123456789abcdef"
+
+
+def is_key(key: str) -> bool:
+    """Whether the string ``key`` is 16-64 lowercase hex characters, what
+    :func:`stepcache.fingerprint` produces: :func:`validate_key`'s check, without raising.
+
+    No regular expression: compiling one would cost every fresh process
+    about 0.1 ms, and stripping the hex digits is as fast as matching.
+
+    >>> is_key("0123456789abcdef"), is_key("0123456789ABCDEF"), is_key("../../etc/passwd")
+    (True, False, False)
+    """
+    return 16 <= len(key) <= 64 and not key.strip(HEX_DIGITS)
 
 
 class _Missing:
@@ -34,7 +43,7 @@ def validate_key(key: object) -> str:
     >>> validate_key("0123456789abcdef")
     '0123456789abcdef'
     """
-    if type(key) is not str or KEY_RE.fullmatch(key) is None:
+    if type(key) is not str or not is_key(key):
         shown = repr(key) if len(repr(key)) < 80 else repr(key)[:77] + "..."
         raise InvalidKeyError(
             f"invalid store key {shown}: keys are 16-64 lowercase hex characters, "

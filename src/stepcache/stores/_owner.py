@@ -30,11 +30,11 @@ from __future__ import annotations
 import functools
 import os
 import re
-import typing
 from typing import Final
 
 import xxhash
 
+from stepcache._record import Record
 from stepcache.stores._identity import ENV_HOST_ID, host_id
 
 __all__ = ["Owner", "host", "owner_alive", "owner_tag", "parse_owner", "pid_alive", "start_time"]
@@ -59,12 +59,16 @@ def host() -> str:
     return f"{host_id()}.{xxhash.xxh3_64_hexdigest(pidns.encode())[:6]}"
 
 
-class Owner(typing.NamedTuple):
+class Owner(Record):
     """The writer of a file: host identity, process id and process start time."""
 
+    __slots__ = ("host", "pid", "start")
     host: str
     pid: int
     start: int
+
+    def __init__(self, host: str, pid: int, start: int) -> None:
+        self._set(host=host, pid=pid, start=start)
 
 
 def start_time(pid: int) -> int | None:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 from stepcache import codec
 from stepcache.errors import StoreUnavailableError, UnsafeStoreError
 from stepcache.stores import _fsutil
-from stepcache.stores._keys import KEY_RE
+from stepcache.stores._keys import is_key
 from stepcache.stores._lockmode import LeaseTiming, check_lock, shared_fs, split_query
 from stepcache.stores._stats import Counters
 from stepcache.stores.backend import Backend, EntryStat
@@ -373,7 +373,7 @@ class DirectoryBackend(Backend):
     def noted_damage(self) -> set[str]:
         """The keys any host's readers noted as damaged."""
         noted = self.sweeper.noted(DAMAGED)
-        return {n[len(DAMAGED) :] for n in noted if KEY_RE.fullmatch(n[len(DAMAGED) :])}
+        return {n[len(DAMAGED) :] for n in noted if is_key(n[len(DAMAGED) :])}
 
     def forget_damage(self, keys: set[str]) -> None:
         """Drop ``keys`` from this host's notes (they were checked)."""

@@ -17,7 +17,7 @@ from typing import ClassVar, Final
 
 from stepcache._record import Record
 from stepcache.stores import _fsutil
-from stepcache.stores._keys import KEY_RE
+from stepcache.stores._keys import is_key
 from stepcache.stores.directory.sweep import signature
 
 __all__ = ["Cleaner", "Item", "PruneResult", "hex_names", "iter_keys", "plan_eviction", "scan"]
@@ -50,7 +50,7 @@ def iter_keys(v1: str) -> Iterator[str]:
                 continue
             for entry in entries:
                 name = entry.name
-                if name.startswith(top + sub) and KEY_RE.fullmatch(name):
+                if name.startswith(top + sub) and is_key(name):
                     with contextlib.suppress(OSError):
                         if entry.is_file(follow_symlinks=False):
                             yield name
@@ -112,7 +112,7 @@ def scan(v1: str, tops: Iterable[str]) -> list[Item]:
 def _add(found: dict[str, Item], entry: os.DirEntry[str], prefix: str) -> None:
     name = entry.name
     key = name[:-2] if name.endswith(".d") else name
-    if not (key.startswith(prefix) and KEY_RE.fullmatch(key)):
+    if not (key.startswith(prefix) and is_key(key)):
         return
     try:
         st = entry.stat(follow_symlinks=False)

@@ -14,7 +14,6 @@ leftovers by the filesystem's time, never a clock
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,14 @@ from typing import Any
 
 import xxhash
 
-from stepcache.codec import CHECKSUM_AT, MAX_CREATED, PLAIN_HEADS, PLAIN_PREFIX, PREFIX_SIZE
+from stepcache._values import pickle_loads
+from stepcache.codec import (
+    CHECKSUM_AT,
+    MAX_CREATED,
+    PLAIN_HEADS,
+    PLAIN_PREFIX,
+    PREFIX_SIZE,
+)
 from stepcache.stores._stats import Stats
 from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, MISSING, VerifyResult
 from stepcache.stores.directory import trust
@@ -211,7 +217,7 @@ class DirectoryStore(SharedFsStore):
                 digest.update(view[PREFIX_SIZE:])
                 if digest.intdigest() == checksum:
                     try:
-                        return pickle.loads(view[start:])
+                        return pickle_loads(view[start:])
                     except Exception:  # unpickled again below, to say why and drop it
                         pass
         if st is None:  # read in one go without an fstat (a regular file's all), not good
