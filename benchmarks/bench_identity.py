@@ -12,6 +12,14 @@ is the first read of the identity's ``files`` (paths and digests of the
 1,000 files, decoded from the memo on first use: a key needs only the
 digest). Goal: memoised <= 2 ms.
 
+*The floor* of a memoised identity is what any check that never misses an
+edit must do: one ``stat`` of each file. A fresh interpreter is given the
+1,000 names (outside the window) and, in the window, opens each directory
+and stats each of its files relative to it, as the memo check does, with
+nothing else. Its first pass runs with the kernel's inodes cold in the CPU
+caches (the memoised identity's situation); the same loop again in the same
+process shows what warm caches would give.
+
 *key_for with code and toolchain declared*: ``CachedStep.key_for`` of the
 same input on a step declaring ``code=("stepcache",)`` and
 ``toolchain=sc.toolchain(compiler="cc", env=("CFLAGS",))`` against a step
@@ -50,6 +58,25 @@ t3 = time.perf_counter()
 assert first.digest == again.digest
 print(json.dumps({"first_s": t1 - t0, "again_s": t2 - t1, "files_s": t3 - t2,
                   "files": len(files), "digest": first.digest}))
+"""
+
+_FLOOR_CHILD = """
+import json, os, sys, time
+listing = json.load(open(sys.argv[1]))
+def stat_all():
+    for rel, names in listing:
+        fd = os.open(rel, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for name in names:
+                os.stat(name, dir_fd=fd)
+        finally:
+            os.close(fd)
+t0 = time.perf_counter()
+stat_all()
+t1 = time.perf_counter()
+stat_all()
+t2 = time.perf_counter()
+print(json.dumps({"first_s": t1 - t0, "again_s": t2 - t1}))
 """
 
 _MODULE = '''"""Module {i} of a generated source tree."""
@@ -100,10 +127,15 @@ def make_tree(root: Path, files: int = FILES) -> Path:
     return pkg
 
 
-def _child(tree_root: Path, memo: Path) -> dict[str, Any]:
+def _listing(pkg: Path) -> list[tuple[str, list[str]]]:
+    """Each directory of ``pkg`` with the names of its files, as the floor stats them."""
+    return [(d, sorted(files)) for d, _, files in os.walk(pkg)]
+
+
+def _child(tree_root: Path, memo: Path, code: str = _CHILD) -> dict[str, Any]:
     env = h.child_env(STEPCACHE_MEMO_DIR=str(memo))
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(tree_root)],
+        [sys.executable, "-c", code, str(tree_root)],
         env=env,
         capture_output=True,
         text=True,
@@ -118,19 +150,27 @@ def _child(tree_root: Path, memo: Path) -> dict[str, Any]:
 
 def code_identity_figures(root: Path, repeat: int) -> dict[str, Any]:
     """Cold and memoised identity of the generated tree in fresh processes (ms samples)."""
-    make_tree(root / "src")
+    pkg = make_tree(root / "src")
+    listing = root / "listing.json"
+    listing.write_text(json.dumps(_listing(pkg)))
     # Inode change times cannot be set back: wait until they are old enough to
     # be trusted, as they are in any tree not edited in the last two seconds.
     time.sleep(RACY_NS / 1e9 + 0.1)
     runs: dict[str, list[dict[str, Any]]] = {"cold": [], "memoised": []}
+    floor: list[dict[str, Any]] = []
     for r in range(repeat):
         memo = root / f"memo{r}"
         runs["cold"].append(_child(root / "src", memo))
         runs["memoised"].append(_child(root / "src", memo))
+        floor.append(_child(listing, memo, _FLOOR_CHILD))
     digests = {run["digest"] for rs in runs.values() for run in rs}
     return {
         "files": runs["cold"][0]["files"],
         "same_digest": len(digests) == 1,
+        "floor_ms": {
+            when: h.summarize([x[f"{when}_s"] for x in floor], 1e3).to_dict()
+            for when in ("first", "again")
+        },
         "ms": {
             kind: {
                 "first": h.summarize([x["first_s"] for x in rs], 1e3).to_dict(),
@@ -227,6 +267,20 @@ def section(figures: dict[str, Any]) -> h.Section:
                 [f"code identity, {kind}, {label}", h.fmt(t["min"]), h.fmt(t["median"]), "ms"],
                 goals,
             )
+    floor = code.get("floor_ms")  # absent from the JSON of runs before the floor existed
+    if floor is not None:
+        for when, label in whens[:2]:
+            t = floor[when]
+            s.add([f"floor: stat each file, {label}", h.fmt(t["min"]), h.fmt(t["median"]), "ms"])
+        memoised = code["ms"]["memoised"]["first"]
+        s.add(
+            [
+                "code identity, memoised / floor (fresh process)",
+                h.ratio(memoised["min"] / floor["first"]["min"]),
+                h.ratio(memoised["median"] / floor["first"]["median"]),
+                "ratio",
+            ]
+        )
     per = keys["us_per_call"]
     for name, label in (
         ("plain", "key_for, no code/toolchain"),
