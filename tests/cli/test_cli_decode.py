@@ -10,10 +10,11 @@ import pytest
 from cli_run import run_cli
 
 import stepcache as sc
+from stepcache.stores.directory.eviction import entry_rel
 
 
 def entry_path(root: Path, key: str) -> Path:
-    return root / "v1" / key[:2] / key[2:4] / key
+    return root / entry_rel(key)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from stepcache.cli import _demo
+from stepcache.stores.directory.eviction import ENTRIES
 
 REPORT = {
     "runs": [
@@ -101,7 +102,7 @@ def test_demo_recompiles_a_program_whose_stored_library_was_truncated(tmp_path: 
     cmd = [sys.executable, "-m", "stepcache.cli", "--store", str(root), "demo"]
     args = ["--programs", "3", "--workers", "1", "--json"]
     subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=300, check=True)
-    libraries = sorted(root.glob("v1/*/*/*.d/*.so"))
+    libraries = sorted(root.glob(f"{ENTRIES}/*/*.d/*.so"))
     assert len(libraries) == 3
     with open(libraries[0], "r+b") as f:
         f.truncate(10)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from cli_run import run_cli
 
+from stepcache.stores.directory.eviction import ENTRIES
 from stepcache.testing import lock_files
 
 needs_cc = pytest.mark.skipif(
@@ -36,8 +37,8 @@ def demo_env(tmp_path: Path) -> dict[str, str]:
 
 
 def entry_files(root: Path) -> list[Path]:
-    v1 = root / "v1"
-    return [p for p in v1.glob("*/*/*") if p.is_file()] if v1.is_dir() else []
+    fanout = root / ENTRIES
+    return [p for p in fanout.glob("*/*") if p.is_file()] if fanout.is_dir() else []
 
 
 @pytest.mark.slow

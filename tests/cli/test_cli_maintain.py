@@ -14,12 +14,13 @@ from cli_run import run_cli, run_json
 
 import stepcache as sc
 from stepcache.cli import main
+from stepcache.stores.directory.eviction import entry_rel
 
 LABELS = ("alpha", "beta", "gamma", "delta")
 
 
 def entry_path(root: Path, key: str) -> Path:
-    return root / "v1" / key[:2] / key[2:4] / key
+    return root / entry_rel(key)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from cli_run import run_cli, run_json
 
 import stepcache as sc
 from stepcache.cli._units import format_bytes
+from stepcache.stores.directory.eviction import ENTRIES
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def bytes_on_disk(root: Path) -> int:
-    return sum(p.stat().st_size for p in (root / "v1").rglob("*") if p.is_file())
+    return sum(p.stat().st_size for p in (root / ENTRIES).rglob("*") if p.is_file())
 
 
 def test_stats_ls_and_clear_count_the_same_bytes(root: Path) -> None:
@@ -50,10 +51,10 @@ def test_stats_ls_and_clear_count_the_same_bytes(root: Path) -> None:
 
 
 def test_clear_leaves_no_empty_fanout_directories(root: Path) -> None:
-    assert len(list((root / "v1").iterdir())) == 5
+    assert len(list((root / ENTRIES).iterdir())) == 5
     proc = run_cli("clear", "--yes", store=root)
     assert proc.returncode == 0, proc.stderr
-    assert list((root / "v1").iterdir()) == []
+    assert list((root / ENTRIES).iterdir()) == []
     assert (root / "CACHEDIR.TAG").is_file()  # still a store
 
 

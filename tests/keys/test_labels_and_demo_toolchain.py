@@ -14,6 +14,7 @@ import pytest
 import stepcache as sc
 from stepcache.demo.pipeline import Source, counters, make_pipeline, reset_counters
 from stepcache.demo.programs import suite, verify
+from stepcache.stores.directory.eviction import ENTRIES
 from stepcache.testing.faults import Unloadable
 
 pytestmark = pytest.mark.timeout(120)
@@ -78,7 +79,7 @@ def test_clear_by_label_removes_only_that_programs_entries(labelled: Path) -> No
 
 
 def test_labels_are_plain_text_in_the_entry_files(labelled: Path) -> None:
-    entries = [p for p in (labelled / "v1").glob("*/*/*") if p.is_file()]
+    entries = [p for p in (labelled / ENTRIES).glob("*/*") if p.is_file()]
     found = [p for p in entries if b'"label":"laplap"' in p.read_bytes()]
     assert len(found) == 2
 

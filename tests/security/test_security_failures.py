@@ -26,6 +26,7 @@ import pytest
 import stepcache as sc
 from stepcache.stores import _fsutil
 from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory.eviction import entry_rel
 from stepcache.testing import failing_writes, key
 from stepcache.testing.processes import run_python
 
@@ -238,4 +239,4 @@ def test_a_process_without_write_permission_computes_uncached(
         "put_dir": str(src),
         "errors": 3,
     }
-    assert not (root / "v1" / key(1)[:2] / key(1)[2:4] / key(1)).exists()
+    assert not (root / entry_rel(key(1))).exists()

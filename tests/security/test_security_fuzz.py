@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from stepcache import codec
 from stepcache.cli import main
 from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory.eviction import entry_rel
 from stepcache.stores.redis import RedisStore
 from stepcache.testing import key
 from stepcache.testing.redis_server import RedisServer
@@ -199,7 +200,7 @@ def garbage() -> st.SearchStrategy[bytes]:
 def test_arbitrary_bytes_at_a_directory_entry_path_are_a_miss(
     dir_store: DirectoryStore, blob: bytes
 ) -> None:
-    path = dir_store.path / "v1" / KEY[:2] / KEY[2:4] / KEY
+    path = dir_store.path / entry_rel(KEY)
     path.parent.mkdir(parents=True, exist_ok=True)
     before = dir_store.stats().errors
     path.write_bytes(blob)
@@ -249,7 +250,7 @@ def test_listing_a_store_full_of_hostile_headers_never_fails(
         key(5): b"\x93SCE\x01" + b"\xff" * 40,
     }
     for k, blob in planted.items():
-        path = store.path / "v1" / k[:2] / k[2:4] / k
+        path = store.path / entry_rel(k)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob)
     for command in (["ls"], ["ls", "--json"], ["stats"], ["verify"]):

@@ -23,6 +23,7 @@ from stepcache import codec
 from stepcache.cli import main
 from stepcache.stores.base import Store
 from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory.eviction import entry_rel
 from stepcache.stores.redis import RedisStore
 from stepcache.stores.tiered import TieredStore
 from stepcache.testing import key
@@ -68,7 +69,7 @@ KINDS = sorted(forgeries(key(1), Path("m"), b""))
 
 
 def entry_path(store: DirectoryStore, k: str) -> Path:
-    return store.path / "v1" / k[:2] / k[2:4] / k
+    return store.path / entry_rel(k)
 
 
 def plant(store: DirectoryStore, k: str, blob: bytes) -> Path:

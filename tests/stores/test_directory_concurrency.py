@@ -10,6 +10,7 @@ import pytest
 import store_workers as w
 
 from stepcache.stores.directory import DirectoryStore
+from stepcache.stores.directory.eviction import ENTRIES
 from stepcache.testing import is_whole, key, lock_files, tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -102,13 +103,13 @@ def test_writers_killed_at_random_points_leave_whole_entries_or_none(tmp_path: P
     assert left == records
     for name in records:
         for rel in json.loads((store.path / "tmp" / name).read_text()):
-            assert rel.startswith("v1/"), rel
+            assert rel.startswith(f"{ENTRIES}/"), rel
             assert rel.endswith(".d"), rel
             assert rel.rsplit("/", 1)[1].removesuffix(".d") not in store
     impatient = DirectoryStore(path, sweep_after=0)
     impatient.prune()
     impatient.prune()
     assert os.listdir(store.path / "tmp") == []
-    trees = [d.name.removesuffix(".d") for d in (store.path / "v1").glob("*/*/*.d")]
+    trees = [d.name.removesuffix(".d") for d in (store.path / ENTRIES).glob("*/*.d")]
     assert all(k in store for k in trees)  # every tree left has its entry
     assert present  # the writers got somewhere before being killed

@@ -1,6 +1,6 @@
-"""A DirectoryStore keeps descriptors of ``v1/`` and ``tmp/``: fewer opens, same safety.
+"""A DirectoryStore keeps descriptors of ``v2/`` and ``tmp/``: fewer opens, same safety.
 
-After the first write, a write opens the two fanout levels and its temp
+After the first write, a write opens its fanout directory and its temp
 file only; a store removed under its writer is re-created, and a symlink
 planted below the root, or a ``tmp/`` swapped for one, still never
 receives a write.
@@ -16,13 +16,16 @@ from pathlib import Path
 import pytest
 
 import stepcache as sc
+from stepcache.stores.directory.eviction import entry_rel
 from stepcache.testing.processes import run_python
 
 SRC = str(Path(sc.__file__).resolve().parent.parent)
 
 # Counts the file system calls Python reports for 20 writes into one fanout
 # directory that exists already (the first write made the directories, the
-# second kept their descriptors).
+# second kept their descriptors). The keys differ right after the fanout's two
+# hex digits, where the two-level layout of earlier versions made a directory
+# for each of them.
 _COUNT = """
 import json, sys
 import stepcache as sc
@@ -35,7 +38,7 @@ def hook(event, args):
         counts[event] = counts.get(event, 0) + 1
 sys.addaudithook(hook)
 for i in range(20):
-    store["abcd" + f"{i + 1:028x}"] = b"x" * 100
+    store["ab" + f"{i + 1:02x}" + "0" * 28] = b"x" * 100
 print(json.dumps(counts))
 """
 
@@ -43,8 +46,8 @@ print(json.dumps(counts))
 def test_a_write_opens_its_fanout_and_temp_file_only(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
     proc = run_python(_COUNT, str(tmp_path / "cache"), env=env)
-    # Per write: ab/, cd/ and the temp file; one rename; no directory made.
-    assert json.loads(proc.stdout) == {"open": 3 * 20, "os.rename": 20}
+    # Per write: ab/ and the temp file; one rename; no directory made.
+    assert json.loads(proc.stdout) == {"open": 2 * 20, "os.rename": 20}
 
 
 def test_a_store_removed_under_its_writer_is_made_again(tmp_path: Path) -> None:
@@ -56,7 +59,7 @@ def test_a_store_removed_under_its_writer_is_made_again(tmp_path: Path) -> None:
     store["cd" * 16] = 2  # the kept descriptors point at removed directories
     store["ce" * 16] = 3  # and this one goes through the new ones
     assert (store.get("cd" * 16), store.get("ce" * 16)) == (2, 3)
-    assert (root / "v1" / "ce" / "ce" / ("ce" * 16)).is_file()
+    assert (root / entry_rel("ce" * 16)).is_file()
     assert store.stats().errors == 0
 
 
@@ -65,7 +68,7 @@ def test_a_symlink_planted_in_the_fanout_after_a_write_is_refused(tmp_path: Path
     elsewhere.mkdir()
     store = sc.DirectoryStore(root)
     store["ab" * 16] = 1
-    fanout = root / "v1" / "ab" / "ab"
+    fanout = (root / entry_rel("ab" * 16)).parent
     shutil.rmtree(fanout)
     fanout.symlink_to(elsewhere, target_is_directory=True)
     store["abab" + "1" * 28] = 2
@@ -77,7 +80,7 @@ def test_a_tmp_swapped_for_a_symlink_after_a_write_receives_nothing(tmp_path: Pa
     root, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
     elsewhere.mkdir()
     store = sc.DirectoryStore(root)
-    store["ab" * 16] = 1  # makes v1/ and tmp/
+    store["ab" * 16] = 1  # makes v2/ and tmp/
     store["ac" * 16] = 1  # keeps their descriptors
     (root / "tmp").rename(root / "tmp-old")
     (root / "tmp").symlink_to(elsewhere, target_is_directory=True)
@@ -95,7 +98,7 @@ def test_artifact_directories_are_published_through_the_kept_descriptors(tmp_pat
         src.mkdir()
         (src / "lib.so").write_bytes(b"ELF%d" % n)
         assert (store.put_dir(key, src, move=True) / "lib.so").read_bytes() == b"ELF%d" % n
-        assert store.get_dir(key) == tmp_path / "cache" / "v1" / key[:2] / key[2:4] / (key + ".d")
+        assert store.get_dir(key) == tmp_path / "cache" / (entry_rel(key) + ".d")
     assert os.listdir(tmp_path / "cache" / "tmp") == []
 
 
@@ -125,7 +128,7 @@ def test_a_tmp_swapped_for_a_symlink_never_receives_a_tree(tmp_path: Path, kept:
     root, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
     elsewhere.mkdir()
     store = sc.DirectoryStore(root)
-    store["ab" * 16] = 1  # makes v1/ and tmp/
+    store["ab" * 16] = 1  # makes v2/ and tmp/
     if kept:
         store["ac" * 16] = 1  # keeps their descriptors
     (root / "tmp").rename(root / "tmp-old")

@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 import store_workers as w
 
-from stepcache import StoreUnavailableError, open_store, reset_registry
+from stepcache import StoreUnavailableError, codec, open_store, reset_registry
 from stepcache.stores import _fsutil
 from stepcache.stores.directory import TAG, DirectoryStore
+from stepcache.stores.directory.eviction import entry_rel
 from stepcache.stores.registry import default_directory
 from stepcache.testing import StoreContract, damage, key, tree
 
@@ -50,7 +51,7 @@ def test_new_store_is_a_private_tagged_directory(tmp_path: Path) -> None:
     assert (root / "CACHEDIR.TAG").read_bytes() == TAG
     assert TAG.startswith(b"Signature: 8a477f597d28d172789f06886806bc55\n")
     assert stat.S_IMODE(root.stat().st_mode) == 0o700
-    entry = root / "v1" / key(1)[:2] / key(1)[2:4] / key(1)
+    entry = root / entry_rel(key(1))
     assert stat.S_IMODE(entry.stat().st_mode) == 0o600
     assert store.spec == f"dir://{root}"
     assert os.listdir(root / "tmp") == []
@@ -322,8 +323,8 @@ def test_a_damaged_layout_is_a_miss_everywhere_and_never_an_oserror(
         entry.unlink()
         entry.mkdir()
     elif where == "fanout-is-a-file":
-        shutil.rmtree(entry.parent.parent)
-        entry.parent.parent.write_bytes(b"not a directory")
+        shutil.rmtree(entry.parent)
+        entry.parent.write_bytes(b"not a directory")
     else:
         entry.parent.chmod(0)
     try:
@@ -359,3 +360,32 @@ def test_the_default_directory_is_the_one_platformdirs_names(
         monkeypatch.setenv("XDG_CACHE_HOME", xdg)
     expected = Path(platformdirs.user_cache_dir("stepcache", appauthor=False))
     assert default_directory() == expected
+
+
+def test_entries_of_the_earlier_two_level_layout_are_never_read_and_prune_removes_them(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "cache"
+    DirectoryStore(root)[key(1)] = "kept"
+    old = key(2)
+    legacy = root / "v1" / old[:2] / old[2:4]  # where earlier versions wrote it
+    legacy.mkdir(parents=True)
+    (legacy / old).write_bytes(codec.pack_entry(old, "written by an earlier version"))
+    (legacy / f"{old}.d").mkdir()
+    (legacy / f"{old}.d" / "lib.so").write_bytes(b"ELF")
+
+    store = DirectoryStore(root)  # opens: v1/ is a directory of its own
+    assert old not in store
+    assert store.get(old) is None  # a miss: the layout changed, the entry was not lost
+    assert list(store) == [key(1)]
+    assert store.prune(dry_run=True).swept == 2  # its two files, none removed
+    assert (legacy / old).is_file()
+    assert store.prune().swept == 2
+    assert not (root / "v1").exists()
+    assert store[key(1)] == "kept"
+    assert os.listdir(root / "tmp") == []
+    legacy.mkdir(parents=True)
+    (legacy / old).write_bytes(b"left by an earlier version")
+    store.clear()  # removes every entry, of either layout
+    assert not (root / "v1").exists()
+    assert len(store) == 0

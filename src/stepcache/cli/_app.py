@@ -28,6 +28,7 @@ import click
 from stepcache.cli import _messages
 from stepcache.errors import ReadOnlyStoreError, StepCacheError, StoreUnavailableError
 from stepcache.stores.base import Store
+from stepcache.stores.directory.eviction import ENTRIES
 
 __all__ = ["CliError", "Session", "cli", "json_option", "pass_session", "run"]
 
@@ -152,7 +153,7 @@ def _check_writable(store: Store, command: str) -> None:
         # A read-only remote tier is a choice (CI warms, laptops read); a
         # directory this user cannot write is not.
         root = getattr(tier, "path", None)
-        dirs = [] if root is None else [d for d in (root, root / "v1") if d.exists()]
+        dirs = [] if root is None else [d for d in (root, root / ENTRIES) if d.exists()]
         if store.read_only or not all(os.access(d, os.W_OK) for d in dirs):
             where = root if root is not None else store.spec
             raise CliError(

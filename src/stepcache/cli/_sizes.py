@@ -51,16 +51,13 @@ def remove_empty_fanout(store: Store) -> int:
     root = _directory_root(store)
     if root is None:
         return 0
+    from stepcache.stores.directory.eviction import ENTRIES
+
     removed = 0
-    v1 = root / "v1"
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-        for top in sorted(os.scandir(v1), key=lambda e: e.name):
-            if not top.is_dir(follow_symlinks=False) or len(top.name) != 2:
-                continue
-            for sub in list(os.scandir(top.path)):
-                if sub.is_dir(follow_symlinks=False) and len(sub.name) == 2:
-                    removed += _rmdir(sub.path)
-            removed += _rmdir(top.path)
+        for top in sorted(os.scandir(root / ENTRIES), key=lambda e: e.name):
+            if top.is_dir(follow_symlinks=False) and len(top.name) == 2:
+                removed += _rmdir(top.path)
     return removed
 
 

@@ -1,10 +1,10 @@
-"""Descriptors of a store's own top directories (``v1/``, ``tmp/``), opened once and kept.
+"""Descriptors of a store's own top directories (``v2/``, ``tmp/``), opened once and kept.
 
 Every write below a store's root walks from a directory descriptor with
 ``O_NOFOLLOW`` (:mod:`stepcache.stores._beneath`). Re-opening the root,
-``v1/`` and ``tmp/`` for each entry cost six system calls per write; a
+``v2/`` and ``tmp/`` for each entry cost six system calls per write; a
 :class:`DirFds` kept by the store opens each once. Only the walk below
-them (``ab/cd``) is repeated, so a symlink planted there is still refused
+them (``ab``) is repeated, so a symlink planted there is still refused
 on every write.
 
 A kept descriptor outlives its path: if the directory is removed (a cache

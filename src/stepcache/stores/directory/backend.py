@@ -3,8 +3,10 @@
 Layout under the root (see ``docs/`` for the entry format)::
 
     CACHEDIR.TAG           backup tools skip the cache
-    v1/ab/cd/<key>         one entry per file, fanned out by the key's first 4 hex digits
-    v1/ab/cd/<key>.d/      artifact directory of put_dir (published by rename)
+    v2/ab/<key>            one entry per file, fanned out by the key's first 2 hex digits
+    v2/ab/<key>.d/         artifact directory of put_dir (published by rename)
+    v1/                    entries of an earlier layout (v1/ab/cd/<key>): never read;
+                           prune removes it
     tmp/                   temp files of writers; those of dead writers are swept
     tmp/seen.<host>        what this host's sweeps saw (:mod:`~stepcache.stores.directory.sweep`)
     leases/                keys.ranges (a byte per key, locked), per-key lock files or leases
@@ -49,8 +51,10 @@ from stepcache.stores.backend import Backend, EntryStat
 from stepcache.stores.directory import beneath, trust
 from stepcache.stores.directory.entryfile import read_entry, read_header
 from stepcache.stores.directory.eviction import (
+    ENTRIES,
     Cleaner,
     Item,
+    entry_rel,
     hex_names,
     iter_keys,
     plan_eviction,
@@ -124,7 +128,7 @@ class DirectoryBackend(Backend):
         self.counters = counters if counters is not None else Counters()
         #: ``warn(topic, message, *args)`` reports a degraded condition (the store logs it once)
         self.warn: Callable[..., None] = warn or (lambda topic, message, *args: None)
-        self._v1, self._tmp = f"{root}/v1", f"{root}/tmp"
+        self._entries, self._tmp = f"{root}/{ENTRIES}", f"{root}/tmp"
         #: this host's record of what its sweeps saw (see :mod:`.sweep`)
         self.sweeper = Observer(self._tmp, stale_after=sweep_after)
         #: why the store could not be created, if it opened degraded (every write will fail)
@@ -163,7 +167,7 @@ class DirectoryBackend(Backend):
 
     @functools.cached_property
     def _fds(self) -> DirFds:
-        """Descriptors of ``v1/`` and ``tmp/``, kept from the first write on (never to read)."""
+        """Descriptors of ``v2/`` and ``tmp/``, kept from the first write on (never to read)."""
         from stepcache.stores._dirfds import DirFds
 
         fds = DirFds()
@@ -189,7 +193,7 @@ class DirectoryBackend(Backend):
 
     def path(self, key: str) -> str:
         """The entry file of ``key`` (its tree is this path plus ``.d``)."""
-        return f"{self._v1}/{key[:2]}/{key[2:4]}/{key}"
+        return f"{self.root}/{entry_rel(key)}"
 
     # -- entry blobs -----------------------------------------------------------
     def load(self, key: str) -> bytes | None:
@@ -234,14 +238,14 @@ class DirectoryBackend(Backend):
         return _fsutil.discard_dir(path + ".d", self._tmp) or existed
 
     def keys(self) -> Iterator[str]:
-        return iter_keys(self._v1)
+        return iter_keys(self._entries)
 
     def usage(self) -> tuple[int, int]:
-        items = scan(self._v1, hex_names(self._v1))
+        items = scan(self._entries, hex_names(self._entries))
         return sum(it.has_entry for it in items), sum(it.size for it in items)
 
     def entries(self) -> Iterator[EntryStat]:
-        for it in scan(self._v1, hex_names(self._v1)):
+        for it in scan(self._entries, hex_names(self._entries)):
             if it.has_entry:
                 yield EntryStat(it.key, it.size, it.mtime)
 
@@ -313,9 +317,10 @@ class DirectoryBackend(Backend):
                     self.cleaner.lock.release()
 
     def _clean(self, prefix: str) -> int:
-        """Enforce the limits on the level-1 directories starting with ``prefix``; bytes left."""
+        """Enforce the limits on the fanout directories starting with ``prefix``; bytes left."""
         share = None if self.cleaner is None else self.cleaner.share
-        items = scan(self._v1, [t for t in hex_names(self._v1) if t.startswith(prefix)])
+        tops = [t for t in hex_names(self._entries) if t.startswith(prefix)]
+        items = scan(self._entries, tops)
         left = self.enforce(items, share, self.max_age, low_water=0.9, scope=prefix)[2]
         if prefix == "" or prefix.strip("0") == "":  # once per round of the rotation
             self.sweep()
@@ -328,7 +333,7 @@ class DirectoryBackend(Backend):
     def abandoned(self, items: list[Item], scope: str, *, dry_run: bool = False) -> set[str]:
         """Artifact directories without an entry seen unchanged for ``sweep_after``."""
         orphans = {it.dir_path(): it.dir_sig for it in items if it.has_dir and not it.has_entry}
-        return self.sweeper.abandoned(f"v1/{scope}", orphans, dry_run=dry_run)
+        return self.sweeper.abandoned(f"{ENTRIES}/{scope}", orphans, dry_run=dry_run)
 
     def enforce(
         self,

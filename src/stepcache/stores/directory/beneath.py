@@ -10,9 +10,9 @@ space). Directories made here are 0700, or 2770 in a group directory
 
 >>> import tempfile
 >>> root = tempfile.mkdtemp()
->>> fd = open_dir(root, "v1/ab", create=True)
+>>> fd = open_dir(root, "v2/ab", create=True)
 >>> os.close(fd)
->>> unlink_beneath(f"{root}/v1/ab/entry", root)
+>>> unlink_beneath(f"{root}/v2/ab/entry", root)
 False
 """
 
@@ -68,7 +68,7 @@ def open_dir(anchor: str, rel: str = "", *, create: bool = False, durable: bool 
     or 2770 in a group directory); ``durable`` fsyncs their parents.
 
     >>> import tempfile
-    >>> fd = open_dir(tempfile.mkdtemp(), "v1/ab", create=True)
+    >>> fd = open_dir(tempfile.mkdtemp(), "v2/ab", create=True)
     >>> os.close(fd)
     """
     base = os.open(anchor, DIR_FLAGS)
@@ -96,7 +96,7 @@ def open_pair(a: str, b: str, *, durable: bool = False) -> tuple[int, int]:
 
     >>> import tempfile
     >>> root = tempfile.mkdtemp()
-    >>> fds = open_pair(f"{root}/v1/ab", f"{root}/tmp")
+    >>> fds = open_pair(f"{root}/v2/ab", f"{root}/tmp")
     >>> for fd in fds: os.close(fd)
     """
     common, a_rel, b_rel = common_dir(a, b)
@@ -206,8 +206,8 @@ def _open_child(
 def common_dir(a: str, b: str) -> tuple[str, str, str]:
     """The deepest directory holding directories ``a`` and ``b``, and both relative to it.
 
-    >>> common_dir("/c/v1/ab", "/c/tmp")
-    ('/c', 'v1/ab', 'tmp')
+    >>> common_dir("/c/v2/ab", "/c/tmp")
+    ('/c', 'v2/ab', 'tmp')
     """
     # Plain string work: os.path.commonpath and relpath would double the cost of a write.
     pa, pb = os.path.abspath(a).split(os.sep), os.path.abspath(b).split(os.sep)

@@ -66,8 +66,8 @@ def read_entry(path: str, touch: bool, to_eof: bool = False, header: bool = Fals
             if not chunk:
                 break
             blob += chunk
-        if touch and time.time() - st.st_mtime > TOUCH_AFTER:
-            mark_used(fd)
+        if touch and time.time() - st.st_mtime > TOUCH_AFTER and blob.startswith(codec.MAGIC):
+            mark_used(fd)  # a file that is no entry (behind a planted link, say) is left as is
     finally:
         os.close(fd)
     return blob
@@ -89,6 +89,11 @@ def _read_header(fd: int, size: int) -> bytes:
 
 
 def mark_used(fd: int) -> None:
-    """Mark the open entry file ``fd`` used now (for eviction; see :data:`TOUCH_AFTER`)."""
+    """Mark the open entry file ``fd`` used now (for eviction; see :data:`TOUCH_AFTER`).
+
+    Only a file that starts as an entry does is touched, so a file outside
+    the store reached through a symlinked fanout directory, which reads and
+    fails to verify as an entry, keeps its mtime.
+    """
     with contextlib.suppress(OSError):  # a read-only file system, another user's file
         os.utime(fd)

@@ -1,8 +1,15 @@
 """What a DirectoryStore tree holds and when to clean which part of it (ccache-style).
 
-The fanout layout (``v1/ab/cd/<key>``), the scan of it, the eviction plan
+The fanout layout (``v2/ab/<key>``), the scan of it, the eviction plan
 and the rotation of incremental cleaning, kept apart from the store class so
 the policies can be read and tuned on their own.
+
+One level of 256 fanout directories: a new store makes each once, in its
+first few hundred writes, and a scan lists 257 directories. (Earlier
+versions wrote ``v1/ab/cd/<key>``, two levels: a directory was made for
+nearly every one of a store's first tens of thousands of entries, and a
+scan listed up to 65,793 directories. Such a tree is never read; ``prune``
+removes it, see :data:`LEGACY`.)
 """
 
 from __future__ import annotations
@@ -20,7 +27,23 @@ from stepcache.stores import _fsutil
 from stepcache.stores._keys import is_key
 from stepcache.stores.directory.sweep import signature
 
-__all__ = ["Cleaner", "Item", "PruneResult", "hex_names", "iter_keys", "plan_eviction", "scan"]
+__all__ = [
+    "ENTRIES",
+    "LEGACY",
+    "Cleaner",
+    "Item",
+    "PruneResult",
+    "entry_rel",
+    "hex_names",
+    "iter_keys",
+    "plan_eviction",
+    "scan",
+]
+
+#: the directory of the entries under a store's root
+ENTRIES: Final = "v2"
+#: entry directories of earlier layouts under a store's root: never read; ``prune`` removes them
+LEGACY: Final = ("v1",)
 
 CLEAN_EVERY: Final = 64  # writes between two cleanings of the next unit in the rotation
 _PREFIX_LEN: Final = {1: 0, 16: 1, 256: 2}
@@ -35,25 +58,33 @@ def hex_names(path: str) -> list[str]:
     return sorted(n for n in names if len(n) == 2 and all(c in "0123456789abcdef" for c in n))
 
 
-def iter_keys(v1: str) -> Iterator[str]:
-    """The entry files under ``v1`` that are keys in their place of the fanout, unsorted.
+def entry_rel(key: str) -> str:
+    """The entry file of ``key`` relative to the store's root (its tree: this plus ``.d``).
+
+    >>> entry_rel("ab" * 16)
+    'v2/ab/abababababababababababababababab'
+    """
+    return f"{ENTRIES}/{key[:2]}/{key}"
+
+
+def iter_keys(entries: str) -> Iterator[str]:
+    """The entry files under ``entries`` that are keys in their place of the fanout, unsorted.
 
     Only regular files count, so listing agrees with ``key in store``: a
     directory or symlink in an entry's place is no entry.
     """
-    for top in hex_names(v1):
-        for sub in hex_names(f"{v1}/{top}"):
-            try:
-                with os.scandir(f"{v1}/{top}/{sub}") as found:
-                    entries = list(found)
-            except OSError:
-                continue
-            for entry in entries:
-                name = entry.name
-                if name.startswith(top + sub) and is_key(name):
-                    with contextlib.suppress(OSError):
-                        if entry.is_file(follow_symlinks=False):
-                            yield name
+    for top in hex_names(entries):
+        try:
+            with os.scandir(f"{entries}/{top}") as found:
+                listed = list(found)
+        except OSError:
+            continue
+        for entry in listed:
+            name = entry.name
+            if name.startswith(top) and is_key(name):
+                with contextlib.suppress(OSError):
+                    if entry.is_file(follow_symlinks=False):
+                        yield name
 
 
 class PruneResult(Record):
@@ -92,20 +123,19 @@ class Item:
 
     def dir_path(self) -> str:
         """The artifact directory's path relative to the store root."""
-        return f"v1/{self.key[:2]}/{self.key[2:4]}/{self.key}.d"
+        return entry_rel(self.key) + ".d"
 
 
-def scan(v1: str, tops: Iterable[str]) -> list[Item]:
-    """Every key under the level-1 directories ``tops`` of ``v1``, with sizes and mtimes."""
+def scan(entries: str, tops: Iterable[str]) -> list[Item]:
+    """Every key in the fanout directories ``tops`` of ``entries``, with sizes and mtimes."""
     found: dict[str, Item] = {}
     for top in tops:
-        for sub in hex_names(f"{v1}/{top}"):
-            try:
-                entries = list(os.scandir(f"{v1}/{top}/{sub}"))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for entry in entries:
-                _add(found, entry, top + sub)
+        try:
+            listed = list(os.scandir(f"{entries}/{top}"))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in listed:
+            _add(found, entry, top)
     return list(found.values())
 
 
@@ -177,7 +207,7 @@ def plan_eviction(
 class Cleaner:
     """Which part of the tree to clean after a write, ccache-style; one per store instance.
 
-    The tree is cleaned in units: level-1 directories (256 units), groups of
+    The tree is cleaned in units: fanout directories (256 units), groups of
     16 of them by first hex digit (16 units) or all of it (1 unit), the
     finest for which a unit's share of ``max_bytes`` holds about
     ``unit_entries`` entries of the mean size this process writes: with

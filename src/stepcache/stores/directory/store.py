@@ -25,17 +25,21 @@ import xxhash
 from stepcache._values import pickle_loads
 from stepcache.codec import (
     CHECKSUM_AT,
+    MAGIC,
     MAX_CREATED,
     PLAIN_HEADS,
     PLAIN_PREFIX,
     PREFIX_SIZE,
 )
+from stepcache.stores import _fsutil
 from stepcache.stores._stats import Stats
 from stepcache.stores.base import DEFAULT_LOCK_TIMEOUT, MISSING, VerifyResult
 from stepcache.stores.directory import trust
 from stepcache.stores.directory.backend import DirectoryBackend
 from stepcache.stores.directory.entryfile import READ_FLAGS, TOUCH_AFTER, mark_used
 from stepcache.stores.directory.eviction import (
+    ENTRIES,
+    LEGACY,
     Item,
     PruneResult,
     hex_names,
@@ -142,7 +146,7 @@ class DirectoryStore(SharedFsStore):
         # written: no extra call on a hit.
         backend.stats_file = self._stats_file
         # What the hit path (_read) needs, looked up once.
-        self._v1 = f"{root}/v1"
+        self._entries = f"{root}/{ENTRIES}"
         self._plain = self._secret is None and self.codec == "pickle"
         self._touches = not backend.read_only
         # Keys this process found (and marked) used less than TOUCH_AFTER ago, by
@@ -167,7 +171,7 @@ class DirectoryStore(SharedFsStore):
         if blob is not None or not self._plain or self._down_until:
             return super()._read(key, blob)
         try:
-            fd = os.open(f"{self._v1}/{key[:2]}/{key[2:4]}/{key}", READ_FLAGS)
+            fd = os.open(f"{self._entries}/{key[:2]}/{key}", READ_FLAGS)  # backend.path(key)
         except FileNotFoundError:
             return MISSING
         except OSError:  # a symlink, no fanout directory, no permission: said there
@@ -190,8 +194,8 @@ class DirectoryStore(SharedFsStore):
                 # or fails (a directory): the general path says so, at the end.
                 blob = os.read(fd, st.st_size)
                 if self._touches:
-                    if time.time() - st.st_mtime > TOUCH_AFTER:
-                        mark_used(fd)
+                    if time.time() - st.st_mtime > TOUCH_AFTER and blob[:4] == MAGIC:
+                        mark_used(fd)  # as read_entry does: only what starts as an entry
                     if len(self._fresh) >= _FRESH_KEYS:
                         self._fresh.clear()
                     self._fresh[key] = (time.monotonic(), st.st_size)
@@ -256,12 +260,14 @@ class DirectoryStore(SharedFsStore):
 
         Also sweeps temp files of dead writers, orphan directories, unused lock
         files, stats files of exited processes (merged into
-        ``stats/_archived``) and entries that readers on a shared filesystem
-        found damaged, if a check of the removed file confirms it.
-        ``progress(n)`` is called after each top-level directory with the
+        ``stats/_archived``), entries that readers on a shared filesystem
+        found damaged, if a check of the removed file confirms it, and the
+        ``v1/`` tree of entries earlier versions wrote in their two-level
+        layout, which this version never reads (``swept`` counts its files).
+        ``progress(n)`` is called after each fanout directory with the
         number of entries examined there. ``dry_run=True`` removes nothing and
-        reports what would go (its ``swept`` counts temp files and orphan
-        directories only).
+        reports what would go (its ``swept`` counts temp files, orphan
+        directories and the files of the earlier layout only).
 
         >>> import tempfile, stepcache as sc
         >>> store = sc.DirectoryStore(tempfile.mkdtemp())
@@ -275,12 +281,12 @@ class DirectoryStore(SharedFsStore):
             self._check_writable()
         backend = self.backend
         trust.check_tree(backend.root)
-        v1 = f"{backend.root}/v1"
+        fanout = f"{backend.root}/{ENTRIES}"
         max_bytes = self.max_bytes if max_bytes is None else max_bytes
         max_age = self.max_age if max_age is None else max_age
         items: list[Item] = []
-        for top in hex_names(v1):
-            found = scan(v1, [top])
+        for top in hex_names(fanout):
+            found = scan(fanout, [top])
             items.extend(found)
             if progress is not None:
                 progress(len(found))
@@ -289,6 +295,7 @@ class DirectoryStore(SharedFsStore):
         evicted, freed, _, swept = backend.enforce(
             items, max_bytes, max_age, low_water=1.0, scope=""
         )
+        swept += self._remove_legacy()
         swept += backend.sweep() + backend.locks.sweep() + self.remove_noted_damage()
         swept += archive_stats(f"{backend.root}/stats", f"{backend.root}/tmp", backend.locks)
         entries, nbytes = self._usage()
@@ -311,8 +318,8 @@ class DirectoryStore(SharedFsStore):
         (1, ())
         """
         result = super().verify(repair=repair, progress=progress)
-        v1 = f"{self.backend.root}/v1"
-        items = [it for it in scan(v1, hex_names(v1)) if it.has_dir and not it.has_entry]
+        fanout = f"{self.backend.root}/{ENTRIES}"
+        items = [it for it in scan(fanout, hex_names(fanout)) if it.has_dir and not it.has_entry]
         abandoned = self.backend.abandoned(items, "", dry_run=not repair)
         orphans = sorted(it.key for it in items if it.dir_path() in abandoned)
         repaired = sum(self._remove(key) for key in orphans) if repair else 0
@@ -324,6 +331,21 @@ class DirectoryStore(SharedFsStore):
             result.repaired + repaired,
         )
 
+    def clear(self) -> None:
+        """Remove every entry, and what earlier versions' layouts left (see ``prune``)."""
+        super().clear()
+        self._remove_legacy()
+
+    def _remove_legacy(self, *, dry_run: bool = False) -> int:
+        """Remove the entry trees of earlier layouts (never read); how many files they held."""
+        files = 0
+        for name in LEGACY:
+            path = f"{self.backend.root}/{name}"
+            files += sum(len(names) for _, _, names in os.walk(path))
+            if not dry_run:
+                _fsutil.discard_dir(path, f"{self.backend.root}/tmp")
+        return files
+
     def _would_prune(
         self, items: list[Item], max_bytes: int | None, max_age: float | None
     ) -> PruneResult:
@@ -332,7 +354,7 @@ class DirectoryStore(SharedFsStore):
         evict, orphans, left = plan_eviction(
             items, max_bytes, max_age, low_water=1.0, abandoned=abandoned
         )
-        temps = self.backend.sweep(dry_run=True)
+        temps = self.backend.sweep(dry_run=True) + self._remove_legacy(dry_run=True)
         entries = sum(it.has_entry for it in items) - len(evict)
         freed = sum(it.size for it in evict)
         return PruneResult(len(evict), freed, len(orphans) + temps, entries, left)

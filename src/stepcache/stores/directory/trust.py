@@ -31,7 +31,7 @@ UNSIGNED: Final = (
     "any member of its group can run code in every reader; set STEPCACHE_SECRET "
     "(the same for the whole group) or pass secret="
 )
-_OWN_DIRS: Final = ("v1", "tmp", "leases", "stats")
+_OWN_DIRS: Final = ("v2", "v1", "tmp", "leases", "stats")  # v1: an earlier layout's entries
 
 
 def check_root(root: str, st: os.stat_result, *, shared: bool = False) -> None:
