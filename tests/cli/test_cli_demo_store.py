@@ -128,6 +128,39 @@ def test_ctrl_c_leaves_nothing_but_complete_entries(tmp_path: Path) -> None:
     assert stats["writes"] >= stats["entries"]  # the workers' counters were recorded
 
 
+_MASK = "import signal; print(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set()))"
+
+
+@pytest.mark.parametrize("to", ["process", "thread"])
+def test_a_ctrl_c_while_workers_start_interrupts_the_run_once_they_have(to: str) -> None:
+    # The window in which the parent keeps Ctrl-C from its new workers: a signal
+    # then used to be dropped (SIG_IGN), and the demo ran to its end (exit 0).
+    import threading
+
+    from stepcache.demo.runner import _sigint_ignored
+
+    def start_workers_and_ctrl_c() -> None:
+        with _sigint_ignored():
+            child = subprocess.run(
+                [sys.executable, "-c", _MASK], capture_output=True, text=True, check=True
+            )
+            assert child.stdout.split() == ["True"]  # a worker started now never sees Ctrl-C
+            if to == "process":
+                os.kill(os.getpid(), signal.SIGINT)  # to a thread that does not block it
+            else:
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            time.sleep(0.05)  # not raised here: the workers are still being started
+        time.sleep(1)  # raised before this
+
+    other = threading.Thread(target=time.sleep, args=(2,))  # as a queue's feeder thread
+    other.start()
+    with pytest.raises(KeyboardInterrupt):
+        start_workers_and_ctrl_c()
+    other.join()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
 def test_demo_without_numpy_says_how_to_install_it(tmp_path: Path) -> None:
     blocker = tmp_path / "site"
     blocker.mkdir()

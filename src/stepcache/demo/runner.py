@@ -214,21 +214,31 @@ def _start_workers(
 
 @contextlib.contextmanager
 def _sigint_ignored() -> Iterator[None]:
-    """Start workers that ignore Ctrl-C: the parent stops them, with time to clean up.
+    """Start workers that never see Ctrl-C: the parent stops them, with time to clean up.
 
     Ctrl-C reaches every process of the terminal's process group; a worker
     interrupted anywhere (importing, in the middle of publishing an entry)
-    could not promise a whole store. A child that starts with SIGINT ignored
-    keeps ignoring it, and the parent's terminate() runs :func:`_stop`.
+    could not promise a whole store. Workers are started while SIGINT is
+    blocked in this thread: they inherit the mask (through exec too), so a
+    Ctrl-C stays pending in them for good, and the parent's terminate() runs
+    :func:`_stop`. A Ctrl-C meanwhile reaches the parent once they are
+    started: from its mask, or recorded by the handler here if another thread
+    (a queue's feeder, a progress bar) took it. Ignoring SIGINT instead
+    (``SIG_IGN``) lost such a Ctrl-C, and the run went on to its end.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # one pending here arrives now
+    if caught:
+        signal.raise_signal(signal.SIGINT)  # handled as it would have been
 
 
 def run_suite(
