@@ -54,8 +54,13 @@ def translate(inp: tuple[str, int]) -> str:
     return source_of(inp[1])
 
 
-def _prepare(op: str, root: str) -> Callable[[int], Any]:
-    """A function doing operation ``op`` number ``i`` in ``root`` (which must exist)."""
+def _prepare(op: str, root: str, opened: list[Any] | None = None) -> Callable[[int], Any]:
+    """A function doing operation ``op`` number ``i`` in ``root`` (which must exist).
+
+    A store it opens is added to ``opened``, for the caller to close before
+    removing ``root``: one left to the garbage collector may flush its counters
+    into ``root`` while it is being removed.
+    """
     if op.startswith("floor"):
         tmp = os.path.join(root, "tmp")
         os.makedirs(tmp, exist_ok=True)
@@ -80,15 +85,21 @@ def _prepare(op: str, root: str) -> Callable[[int], Any]:
         return floor_miss if op == "floor miss" else floor_hit
     import stepcache as sc
 
-    cached = sc.CachedStep(sc.step(translate), sc.DirectoryStore(root))
+    store = sc.DirectoryStore(root)
+    if opened is not None:
+        opened.append(store)
+    cached = sc.CachedStep(sc.step(translate), store)
     return lambda i: cached((f"prog{i}", i))
 
 
 def _fill(op: str, root: str, n: int) -> None:
     """Make the entries that ``n`` hits of ``op`` read."""
-    miss = _prepare(op.replace("hit", "miss"), root)
+    opened: list[Any] = []
+    miss = _prepare(op.replace("hit", "miss"), root, opened)
     for i in range(n):
         miss(i)
+    for store in opened:
+        store.close()
 
 
 _CHILD = """
@@ -171,13 +182,16 @@ def _run(args: list[str], env: dict[str, str]) -> str:
 def _times(repeat: int) -> dict[str, list[float]]:
     """Seconds per call of each operation, interleaved; misses always meet new inputs."""
     roots = {op: tempfile.mkdtemp(prefix="stepcache-bench-miss-") for op in OPS}
+    opened: list[Any] = []
     try:
         for op in OPS:
             if "hit" in op:
                 _fill(op, roots[op], repeat + 20)
-        calls = {op: _prepare(op, roots[op]) for op in OPS}
+        calls = {op: _prepare(op, roots[op], opened) for op in OPS}
         return h.interleaved(calls, repeat, warmup=20)
     finally:
+        for store in opened:
+            store.close()
         for root in roots.values():
             shutil.rmtree(root, ignore_errors=True)
 
