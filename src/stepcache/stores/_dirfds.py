@@ -24,6 +24,8 @@ from stepcache.stores.directory.beneath import common_dir, descend, is_group_dir
 
 __all__ = ["DirFds"]
 
+_MAX_TOPS = 4096  # remembered splits: 257 per store (its fanout and tmp/)
+
 
 class DirFds:
     """Open directories by path, each with whether it is a group directory.
@@ -42,6 +44,9 @@ class DirFds:
         # using one, and a closed number could be reused for another file.
         self._retired: list[int] = []
         self._lock = threading.Lock()
+        # (parent, kept) -> (top directory, parent below it): the path work of
+        # common_dir, done once per fanout directory instead of once per write.
+        self._tops: dict[tuple[str, str], tuple[str, str] | None] = {}
 
     def get(self, path: str) -> tuple[int, bool]:
         """The fd of existing directory ``path`` (not itself a symlink), and its group bit."""
@@ -110,11 +115,16 @@ class DirFds:
         ``parent`` is reached below the kept descriptor of the top directory
         both share; ``None`` where that fails (the caller takes the path-based way).
         """
-        common, rel, _ = common_dir(parent, kept)
-        top, _, below = rel.partition(os.sep)
-        if not top:
+        try:
+            split = self._tops[parent, kept]
+        except KeyError:
+            split = self._split(parent, kept)
+            if len(self._tops) >= _MAX_TOPS:
+                self._tops.clear()
+            self._tops[parent, kept] = split
+        if split is None:
             return None
-        top_dir = os.path.join(common, top)
+        top_dir, below = split
         try:
             top_fd, top_group = self.get(top_dir)
             kept_fd, group = self.get(kept)
@@ -123,6 +133,13 @@ class DirFds:
             self.forget(top_dir, kept)
             return None
         return top_dir, dest_fd, kept_fd, group
+
+    @staticmethod
+    def _split(parent: str, kept: str) -> tuple[str, str] | None:
+        """The top directory holding ``parent`` beside ``kept``, and ``parent`` below it."""
+        common, rel, _ = common_dir(parent, kept)
+        top, _, below = rel.partition(os.sep)
+        return (os.path.join(common, top), below) if top else None
 
     def forget(self, *paths: str) -> None:
         """Open ``paths`` again on next use (their directories may have been removed)."""
