@@ -175,3 +175,35 @@ def test_a_failing_step_stores_nothing_and_raises() -> None:
     with pytest.raises(RuntimeError, match="exploded"):
         sc.CachedStep(sc.step(boom), store)(1)
     assert len(store) == 0
+
+
+@pytest.mark.parametrize(
+    "inp",
+    [
+        "lap",
+        ("prog1", {"shape": (4, 4), "dtype": "float32"}, 3),
+        {"input": 1, "in": 2, "zeta": "\u00e9t\u00e9", 'a"b': [1.5, None]},
+        [],
+    ],
+    ids=["str", "nested", "awkward-keys", "empty"],
+)
+def test_the_info_a_cached_step_encodes_is_the_json_of_its_mapping(inp: object) -> None:
+    # A CachedStep's entry info encodes its fixed manifest once per step and
+    # splices the input's around it: the bytes must be those of json.dumps.
+    import json
+
+    from stepcache.cached import _EntryInfo
+
+    store = sc.MemoryStore()
+    steps = [
+        sc.CachedStep(sc.step(str), store, label=lambda x: "lab\u00e9l \"1\""),
+        sc.CachedStep(
+            Translate(opt_level=3), store, version="v2", code=("stepcache.step",),
+            toolchain=sc.toolchain(env=("CFLAGS",)),
+        ),
+    ]  # fmt: skip
+    for cached in steps:
+        info = _EntryInfo(cached, inp)
+        expected = json.dumps(dict(info), separators=(",", ":"), sort_keys=True).encode()
+        assert info.info_json() == expected
+        assert json.loads(expected)["manifest"] == cached.manifest_for(inp)

@@ -89,6 +89,23 @@ class _EntryInfo(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._full())
 
+    def info_json(self) -> bytes:
+        """The info as :func:`stepcache.codec.pack_entry` encodes a mapping (sorted, compact
+        JSON), with the step's fixed manifest encoded once per step instead of once per entry.
+
+        The input's entries all sort between the fixed ones below ``input`` and
+        those above it (no fixed path starts with ``input``), so the manifest is
+        the fixed JSON around the input's.
+        """
+        import json
+
+        before, after = self._cached._fixed_json
+        inputs = self._cached._input_manifest(self._inp)
+        middle = json.dumps(inputs, separators=(",", ":"), sort_keys=True)[1:-1]
+        manifest = ",".join(part for part in (before, middle, after) if part)
+        label, step = json.dumps(self["label"]), json.dumps(self._cached.name)
+        return f'{{"label":{label},"manifest":{{{manifest}}},"step":{step}}}'.encode()
+
 
 class CachedStep(FieldStep):
     """Wrap ``step`` so its results are kept in ``store``.
@@ -203,13 +220,28 @@ class CachedStep(FieldStep):
         _add_parts(out, "step", self.step, manifest(self.step, depth=2))
         return out
 
-    def manifest_for(self, inp: Any) -> dict[str, str]:
-        """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
+    @cached_property
+    def _fixed_json(self) -> tuple[str, str]:
+        """The fixed manifest as sorted JSON members: those sorting before ``input``, and after."""
+        import json
+
+        def members(part: dict[str, str]) -> str:
+            return json.dumps(part, separators=(",", ":"), sort_keys=True)[1:-1]
+
+        fixed = self._fixed_manifest
+        before = {k: v for k, v in fixed.items() if k < "input"}
+        return members(before), members({k: v for k, v in fixed.items() if k not in before})
+
+    def _input_manifest(self, inp: Any) -> dict[str, str]:
         from stepcache.fingerprint import manifest
 
-        out = dict(self._fixed_manifest)
+        out: dict[str, str] = {}
         _add_parts(out, "input", inp, manifest(inp, depth=3))
         return out
+
+    def manifest_for(self, inp: Any) -> dict[str, str]:
+        """Digests of the top levels of configuration, version and input (for :meth:`explain`)."""
+        return {**self._fixed_manifest, **self._input_manifest(inp)}
 
     def __call__(self, inp: Any, /) -> Any:
         return self.store.get_or_compute(

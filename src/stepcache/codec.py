@@ -176,12 +176,21 @@ def pack_entry(
     created: float | None = None,
     compress: str | None = None,
 ) -> bytes:
-    """Return the entry blob for ``value`` under ``key``; ``compress="zstd"`` compresses it."""
-    import json  # here, not at the top: a process that only reads never needs it
+    """Return the entry blob for ``value`` under ``key``; ``compress="zstd"`` compresses it.
 
+    ``info`` is stored as sorted, compact JSON; an ``info`` with an
+    ``info_json()`` method gives those bytes itself (a ``CachedStep``'s
+    does, with the part that is the same for all its entries encoded once).
+    """
     codec_id, payload = encode_value(value, codec)
     kb = key.encode("ascii")
-    ib = json.dumps(dict(info or {}), separators=(",", ":"), sort_keys=True).encode()
+    info_json = getattr(info, "info_json", None)
+    if info_json is not None:
+        ib: bytes = info_json()
+    else:
+        import json  # here, not at the top: a process that only reads never needs it
+
+        ib = json.dumps(dict(info or {}), separators=(",", ":"), sort_keys=True).encode()
     flags = _FLAG_SIGNED if secret else 0
     if compress is not None:
         packed = _compress(payload, compress)
