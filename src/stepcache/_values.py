@@ -8,15 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 # Imported by stepcache.codec once these names exist there (see its last line).
-from stepcache.codec import (
-    CODECS,
-    PICKLE,
-    RAW,
-    SAFE,
-    TREE,
-    CorruptEntry,
-    TreePayload,
-)
+from stepcache.codec import CODECS, PICKLE, RAW, SAFE, TREE, CorruptEntry, TreePayload
 
 try:  # the C functions pickle.py re-exports: importing pickle.py would cost ~0.9 ms
     from _pickle import dumps as pickle_dumps

@@ -91,9 +91,9 @@ def _read_header(fd: int, size: int) -> bytes:
 def mark_used(fd: int) -> None:
     """Mark the open entry file ``fd`` used now (for eviction; see :data:`TOUCH_AFTER`).
 
-    Only a file that starts as an entry does is touched, so a file outside
-    the store reached through a symlinked fanout directory, which reads and
-    fails to verify as an entry, keeps its mtime.
+    Readers call it only for a file that starts as an entry does, so a file
+    outside the store reached through a symlinked fanout directory, which is
+    read and fails to verify as an entry, keeps its mtime.
     """
     with contextlib.suppress(OSError):  # a read-only file system, another user's file
         os.utime(fd)
