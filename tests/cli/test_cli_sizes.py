@@ -58,6 +58,19 @@ def test_clear_leaves_no_empty_fanout_directories(root: Path) -> None:
     assert (root / "CACHEDIR.TAG").is_file()  # still a store
 
 
+def test_stats_name_an_earlier_versions_entries_until_prune_removes_them(root: Path) -> None:
+    old = root / "v1" / "ab" / "cd"  # the two-level layout of earlier versions
+    old.mkdir(parents=True)
+    (old / ("abcd" * 8)).write_bytes(b"an entry of an earlier version")
+    assert run_json("stats", store=root)["earlier_layout"] == str(root / "v1")
+    text = run_cli("stats", store=root).stdout
+    assert re.search(r"earlier layout +.*v1: never read; `stepcache prune` removes it", text)
+    assert run_json("stats", store=root)["entries"] == 5  # not counted as entries
+    assert run_cli("prune", store=root).returncode == 0
+    assert "earlier_layout" not in run_json("stats", store=root)
+    assert not (root / "v1").exists()
+
+
 def test_one_entry_is_one_entry(tmp_path: Path) -> None:
     root = tmp_path / "cache"
     with sc.DirectoryStore(root) as store:  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import reprlib
+from pathlib import Path
 from typing import Any
 
 import click
@@ -120,15 +121,23 @@ def stats(session: Session, as_json: bool) -> None:
     """
     store = session.store(read_only=True)
     st = store.stats()
-    # Directory stores say which per-key lock they use and why (filesystem type).
+    # Directory stores say which per-key lock they use and why (filesystem type),
+    # and whether an earlier version's entries are still on disk.
     lock: tuple[str, str] | None = getattr(store, "lock_mode", None)
+    earlier: Path | None = getattr(store, "earlier_layout", None)
     if as_json:
-        extra = {} if lock is None else {"lock": {"mode": lock[0], "reason": lock[1]}}
+        extra: dict[str, Any] = {}
+        if lock is not None:
+            extra["lock"] = {"mode": lock[0], "reason": lock[1]}
+        if earlier is not None:
+            extra["earlier_layout"] = str(earlier)
         unreachable = {"unreachable": session.unreachable}
         _render.emit_json({"spec": store.spec, **unreachable, **st.to_dict(), **extra})
         return
     rows = _stats_rows(store.spec, st, session.unreachable)
     rows += [] if lock is None else [("lock", lock[1])]
+    if earlier is not None:
+        rows.append(("earlier layout", f"{earlier}: never read; `stepcache prune` removes it"))
     parts: list[RenderableType] = [_render.key_values(rows)]
     if st.steps:
         per = _render.table("step", "hits", "misses", "writes", right=("hits", "misses", "writes"))

@@ -247,6 +247,16 @@ class DirectoryStore(SharedFsStore):
         """The root directory of the store."""
         return Path(self.backend.root)
 
+    @property
+    def earlier_layout(self) -> Path | None:
+        """The entries an earlier version wrote in a layout this one never reads (``v1/``), if
+        the store holds them: they count towards no limit; ``prune`` and ``clear`` remove them."""
+        for name in LEGACY:
+            path = self.path / name
+            if path.is_dir():
+                return path
+        return None
+
     # -- maintenance -------------------------------------------------------------
     def prune(
         self,
