@@ -8,6 +8,7 @@ result computed under the old setting.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, cast
@@ -50,6 +51,16 @@ def _add_parts(out: dict[str, str], prefix: str, value: Any, parts: Mapping[str,
         out[prefix] = leaf_entry(value)
     for path, digest in parts.items():
         out[f"{prefix}{'' if path.startswith('[') else '.'}{path}"] = digest
+
+
+@functools.cache
+def _json() -> tuple[Callable[[Any], str], Callable[[str], str]]:
+    """``json.dumps`` of a mapping as entries store it (sorted, compact), and of a string;
+    made once, where ``json.dumps`` with options makes an encoder per call."""
+    import json
+    from json.encoder import encode_basestring_ascii
+
+    return json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode, encode_basestring_ascii
 
 
 class _EntryInfo(Mapping[str, Any]):
@@ -97,13 +108,11 @@ class _EntryInfo(Mapping[str, Any]):
         those above it (no fixed path starts with ``input``), so the manifest is
         the fixed JSON around the input's.
         """
-        import json
-
+        encode, string = _json()
         before, after = self._cached._fixed_json
-        inputs = self._cached._input_manifest(self._inp)
-        middle = json.dumps(inputs, separators=(",", ":"), sort_keys=True)[1:-1]
+        middle = encode(self._cached._input_manifest(self._inp))[1:-1]
         manifest = ",".join(part for part in (before, middle, after) if part)
-        label, step = json.dumps(self["label"]), json.dumps(self._cached.name)
+        label, step = string(self["label"]), string(self._cached.name)
         return f'{{"label":{label},"manifest":{{{manifest}}},"step":{step}}}'.encode()
 
 
@@ -223,17 +232,16 @@ class CachedStep(FieldStep):
     @cached_property
     def _fixed_json(self) -> tuple[str, str]:
         """The fixed manifest as sorted JSON members: those sorting before ``input``, and after."""
-        import json
 
         def members(part: dict[str, str]) -> str:
-            return json.dumps(part, separators=(",", ":"), sort_keys=True)[1:-1]
+            return _json()[0](part)[1:-1]
 
         fixed = self._fixed_manifest
         before = {k: v for k, v in fixed.items() if k < "input"}
         return members(before), members({k: v for k, v in fixed.items() if k not in before})
 
     def _input_manifest(self, inp: Any) -> dict[str, str]:
-        from stepcache.fingerprint import manifest
+        from stepcache.fingerprint._manifest import manifest
 
         out: dict[str, str] = {}
         _add_parts(out, "input", inp, manifest(inp, depth=3))

@@ -209,10 +209,16 @@ class Counters:
             self._dirty = True
 
     def miss(self, step: str, label: str, key: str) -> None:
-        """Count a miss and remember it among the recent ones."""
-        self.add("misses", step=step)
+        """Count a miss and remember it among the recent ones (under one taking of the lock)."""
+        record = MissRecord(time.time(), step, label, key)
         with self._lock:
-            self._misses.append(MissRecord(time.time(), step, label, key))
+            self._counts["misses"] += 1
+            per = self._steps.get(step)
+            if per is None:
+                per = self._steps[step] = [0, 0, 0]
+            per[1] += 1
+            self._misses.append(record)
+            self._dirty = True
 
     def snapshot(self) -> Stats:
         """The counters as a one-process :class:`Stats` (no entries/bytes)."""

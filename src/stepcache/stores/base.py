@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -166,34 +166,21 @@ class Store(StoreCore):
         self.counters.step_hit(step)
         return value
 
-    @contextlib.contextmanager
-    def _lock(self, key: str, deadline: float) -> Iterator[bool | None]:
-        """The backend's lock on ``key``; ``None`` when the backend cannot lock at all."""
-        # Entered and left by hand, not through an ExitStack (2 µs of every miss):
-        # only taking the lock may fail into "no lock", never the block it guards.
-        try:
-            lock = self.backend.lock(key, deadline)
-            held = lock.__enter__()
-        except OSError as exc:
-            if isinstance(exc, StoreUnavailableError):
-                self.counters.add("remote_errors")
-                if self.backend.backoff > 0:
-                    self._down_until = time.monotonic() + self.backend.backoff
-            self.say_once(
-                "lock",
-                "stepcache: cannot lock in %s (%s); computing without waiting for others",
-                self.spec,
-                exc,
-            )
-            yield None
-            return
-        try:
-            yield held
-        except BaseException as exc:
-            if not lock.__exit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            lock.__exit__(None, None, None)
+    def _lock(self, key: str, deadline: float) -> _BackendLock:
+        """The backend's lock on ``key``; gives ``None`` when the backend cannot lock at all."""
+        return _BackendLock(self, key, deadline)
+
+    def _lock_failed(self, exc: OSError) -> None:
+        if isinstance(exc, StoreUnavailableError):
+            self.counters.add("remote_errors")
+            if self.backend.backoff > 0:
+                self._down_until = time.monotonic() + self.backend.backoff
+        self.say_once(
+            "lock",
+            "stepcache: cannot lock in %s (%s); computing without waiting for others",
+            self.spec,
+            exc,
+        )
 
     def _store_result(self, key: str, value: Any, info: Mapping[str, Any] | None) -> None:
         if self.read_only:
@@ -358,3 +345,30 @@ class Store(StoreCore):
         if path is None:
             return "its tree is missing"
         return artifacts.check_tree(path, tree.manifest)
+
+
+class _BackendLock:
+    """The context manager of ``Store._lock``: a class, as every miss takes one.
+
+    Only taking the lock may fail into "no lock" (``None``, counted and said
+    once), never the block it guards.
+    """
+
+    __slots__ = ("_deadline", "_key", "_lock", "_store")
+
+    def __init__(self, store: Store, key: str, deadline: float) -> None:
+        self._store, self._key, self._deadline = store, key, deadline
+        self._lock: contextlib.AbstractContextManager[bool] | None = None
+
+    def __enter__(self) -> bool | None:
+        try:
+            lock = self._store.backend.lock(self._key, self._deadline)
+            held = lock.__enter__()
+        except OSError as exc:
+            self._store._lock_failed(exc)
+            return None
+        self._lock = lock
+        return held
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        return None if self._lock is None else self._lock.__exit__(*exc)
