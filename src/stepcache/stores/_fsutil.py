@@ -160,7 +160,9 @@ def write_atomic(
     the rename and the directory after. ``fds``, a store's kept descriptors
     of its top directories, saves re-opening them (and ``tmp_dir``).
     """
-    parent, name = os.path.split(path)
+    parent, _, name = path.rpartition(os.sep)  # os.path.split's answer for all but "/name"
+    if not parent:
+        parent, name = os.path.split(path)
     if fds is not None and fds.publish(parent, name, data, tmp_dir, durable):
         return
     dest_fd, tmp_fd = open_pair(parent, tmp_dir, durable=durable)
