@@ -136,8 +136,7 @@ class _Dir:
 
 
 class _Hold:
-    """The context manager of :meth:`KeyLocks.hold`: a class, not a generator, as
-    every miss takes one (a generator-based one costs a microsecond more)."""
+    """:meth:`KeyLocks.hold`'s context manager: a class, cheaper than a generator's."""
 
     __slots__ = ("_deadline", "_locks", "_name", "_release")
 
@@ -222,11 +221,10 @@ class KeyLocks:
     def hold(self, name: str, deadline: float) -> _Hold:
         """Hold the lock on ``name`` until the block exits; give whether it was granted.
 
-        Waits until ``deadline`` (a ``time.monotonic()`` value) at most, on
-        entering the block. An error of the lock directory itself
-        (permissions, full disk, a symlink in its place) raises
-        :class:`OSError` there: the caller decides whether to compute
-        without the lock.
+        Waits (on entering) until ``deadline``, a ``time.monotonic()`` value, at
+        most. An error of the lock directory itself (permissions, full disk, a
+        symlink in its place) raises :class:`OSError`: the caller decides
+        whether to compute without the lock.
         """
         return _Hold(self, name, deadline)
 
