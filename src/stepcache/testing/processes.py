@@ -8,17 +8,22 @@ Used by the concurrency tests of stores and shared filesystems: each child
 puts ``(index, ok, value)`` on a queue (``ok`` false with a traceback as
 ``value`` when it raised); :func:`gather` returns the values in index order,
 fails with the first traceback, and kills whatever still runs at the end.
+
+:func:`wait_stopped` makes pausing a test server (``SIGSTOP``) take
+effect before the test goes on: the signal is delivered to each thread on
+its own, and a request sent in the meantime may still be answered.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["gather", "run_python"]
+__all__ = ["gather", "run_python", "wait_stopped"]
 
 
 def run_python(
@@ -68,3 +73,25 @@ def gather(procs: Sequence[Any], queue: Any, timeout: float) -> list[Any]:
                 proc.kill()
                 proc.join()
     return [results[i] for i in range(len(procs))]
+
+
+def wait_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Return once every thread of process ``pid`` is stopped (after ``SIGSTOP``).
+
+    Returns at once where ``/proc`` cannot tell (no such directory, or the
+    process is gone); raises :class:`TimeoutError` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            states = []
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
+                    states.append(f.read().rpartition(b")")[2].split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if all(state in (b"T", b"t") for state in states):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} did not stop within {timeout} s")
+        time.sleep(0.001)

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from stepcache.testing.processes import wait_stopped
+
 __all__ = ["NO_SERVER_REASON", "RedisServer", "find_redis_server", "redis_server_fixture"]
 
 NO_SERVER_REASON = (
@@ -193,6 +195,7 @@ class RedisServer:
         """Stop the server with SIGSTOP: connections succeed, commands time out."""
         if self._proc is not None:
             self._proc.send_signal(signal.SIGSTOP)
+            wait_stopped(self._proc.pid)
 
     def resume(self) -> None:
         """Continue a paused server (SIGCONT)."""

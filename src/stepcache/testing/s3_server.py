@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
+from stepcache.testing.processes import wait_stopped
+
 __all__ = ["NO_WEED_REASON", "S3Server", "find_weed", "s3_server_fixture"]
 
 NO_WEED_REASON: Final = (
@@ -276,6 +278,7 @@ class S3Server:
         """Stop the server with SIGSTOP: connections are accepted, requests time out."""
         if self._proc is not None:
             os.killpg(self._proc.pid, signal.SIGSTOP)
+            wait_stopped(self._proc.pid)
 
     def resume(self) -> None:
         """Continue a paused server (SIGCONT)."""
