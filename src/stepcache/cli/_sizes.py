@@ -17,6 +17,7 @@ from pathlib import Path
 
 from stepcache.codec import EntryHeader
 from stepcache.stores.base import Store
+from stepcache.stores.directory.eviction import ENTRIES
 
 __all__ = ["remove_empty_fanout", "size_of"]
 
@@ -51,8 +52,6 @@ def remove_empty_fanout(store: Store) -> int:
     root = _directory_root(store)
     if root is None:
         return 0
-    from stepcache.stores.directory.eviction import ENTRIES
-
     removed = 0
     with contextlib.suppress(FileNotFoundError, NotADirectoryError):
         for top in sorted(os.scandir(root / ENTRIES), key=lambda e: e.name):

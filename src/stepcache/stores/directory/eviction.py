@@ -24,7 +24,7 @@ from typing import ClassVar, Final
 
 from stepcache._record import Record
 from stepcache.stores import _fsutil
-from stepcache.stores._keys import is_key
+from stepcache.stores._keys import HEX_DIGITS, is_key
 from stepcache.stores.directory.sweep import signature
 
 __all__ = [
@@ -55,7 +55,7 @@ def hex_names(path: str) -> list[str]:
         names = os.listdir(path)
     except OSError:  # absent, not a directory, unreadable: nothing listed there
         return []
-    return sorted(n for n in names if len(n) == 2 and all(c in "0123456789abcdef" for c in n))
+    return sorted(n for n in names if len(n) == 2 and not n.strip(HEX_DIGITS))
 
 
 def entry_rel(key: str) -> str:
